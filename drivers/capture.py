@@ -1,0 +1,114 @@
+"""Capture files: recorded device traffic, and readings as JSON.
+
+A capture is JSON Lines, one received chunk per line, in arrival order::
+
+    {"t": 1767225600.125, "rx": "01 81 43 00 c5"}
+
+``t`` is gateway wall time in UTC seconds; ``rx`` is the received bytes in hex (spaces
+optional). Later transports add their own fields (BLE characteristic, Modbus unit and
+address); readers ignore fields they do not know. Raw binary dumps are accepted too, with
+times derived from the line rate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from drivers.device import SerialDeviceModel
+from drivers.readings import DeviceEvent, Identity, Numeric, Reading, Waveform
+
+
+class CaptureError(ValueError):
+    """A capture line that cannot be read; the message names the line."""
+
+
+def read_capture(path: Path) -> Iterator[tuple[float, bytes]]:
+    """Yield ``(t, bytes)`` per line; raise :class:`CaptureError` naming a bad line."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                yield float(record["t"]), bytes.fromhex(record["rx"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CaptureError(
+                    f"{path}:{number}: not a capture line ({exc}); "
+                    'expected {"t": seconds, "rx": "hex bytes"}'
+                ) from None
+
+
+def read_raw(path: Path, bytes_per_second: float, chunk: int = 64) -> Iterator[tuple[float, bytes]]:
+    """Split a raw binary dump into chunks timed as if they arrived at the line rate."""
+    data = path.read_bytes()
+    for offset in range(0, len(data), chunk):
+        yield offset / bytes_per_second, data[offset : offset + chunk]
+
+
+def capture_line(t: float, rx: bytes) -> str:
+    return json.dumps({"t": round(t, 6), "rx": rx.hex(" ")})
+
+
+def decode(model: SerialDeviceModel, chunks: Iterable[tuple[float, bytes]]) -> Iterator[Reading]:
+    """Replay chunks through a device model as if one connection delivered them."""
+    started = False
+    for t, data in chunks:
+        if not started:
+            _, readings = model.on_connect(t)
+            yield from readings
+            started = True
+        yield from model.feed(data, t)
+
+
+def reading_to_json(reading: Reading) -> dict[str, Any]:
+    """One reading as a JSON-ready object: ``type``, ``code``, ``value``, ``unit``, ``t``."""
+    if isinstance(reading, Numeric):
+        return {
+            "type": "numeric",
+            "source": reading.source,
+            "code": reading.code.refid,
+            "value": reading.value,
+            "unit": reading.unit.ucum,
+            "t": reading.time,
+            "status": reading.status.names(),
+        }
+    if isinstance(reading, Waveform):
+        return {
+            "type": "waveform",
+            "source": reading.source,
+            "code": reading.code.refid,
+            "value": reading.samples.tolist(),
+            "unit": reading.unit.ucum,
+            "t": reading.start_time,
+            "sample_rate": reading.sample_rate,
+            "sequence": reading.sequence,
+        }
+    if isinstance(reading, DeviceEvent):
+        return {
+            "type": "event",
+            "source": reading.source,
+            "code": None,
+            "value": reading.active,
+            "unit": None,
+            "t": reading.time,
+            "condition": reading.condition.value,
+            "active": reading.active,
+            "detail": reading.detail,
+        }
+    assert isinstance(reading, Identity)
+    return {
+        "type": "identity",
+        "source": reading.source,
+        "code": None,
+        "value": {
+            "manufacturer": reading.manufacturer,
+            "model": reading.model,
+            "serial": reading.serial,
+            "firmware": reading.firmware,
+        },
+        "unit": None,
+        "t": reading.time,
+    }

@@ -1,0 +1,58 @@
+"""IEEE 11073-10101 (MDC) nomenclature and UCUM units used by the drivers.
+
+Context-free codes are partition * 65536 + term code (see ``protocols.md`` section 7.1);
+the values here follow the IHE PCD Technical Framework tables quoted in section 7.2.
+Only codes that a driver actually emits belong here; add a code together with its user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit of measure: its UCUM string and its MDC dimension code."""
+
+    ucum: str
+    mdc_refid: str
+    mdc_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """An MDC term: reference id (``MDC_PULS_OXIM_SAT_O2``) and context-free code (150456)."""
+
+    refid: str
+    cf_code: int
+
+    @property
+    def partition(self) -> int:
+        return self.cf_code >> 16
+
+    @property
+    def term(self) -> int:
+        return self.cf_code & 0xFFFF
+
+
+# --- units (MDC partition 4) --------------------------------------------------------------
+PERCENT = Unit("%", "MDC_DIM_PERCENT", 262688)
+BEATS_PER_MINUTE = Unit("/min", "MDC_DIM_BEAT_PER_MIN", 264864)
+DIMENSIONLESS = Unit("1", "MDC_DIM_DIMLESS", 262656)
+MILLIVOLT = Unit("mV", "MDC_DIM_MILLI_VOLT", 266418)
+
+# --- metrics (partition 2, SCADA) ----------------------------------------------------------
+SPO2 = Code("MDC_PULS_OXIM_SAT_O2", 150456)
+PULSE_RATE = Code("MDC_PULS_OXIM_PULS_RATE", 149530)
+PLETH = Code("MDC_PULS_OXIM_PLETH", 150452)
+PERFUSION_INDEX = Code("MDC_PULS_OXIM_PERF_REL", 150448)
+ECG_HEART_RATE = Code("MDC_ECG_HEART_RATE", 147842)
+ECG_LEAD_II = Code("MDC_ECG_ELEC_POTL_II", 131330)
+
+# --- devices (partition 1) -----------------------------------------------------------------
+DEV_SAT_O2_VMD = Code("MDC_DEV_ANALY_SAT_O2_VMD", 69642)
+
+#: Every code above by reference id, for lookups from config, captures and the API.
+BY_REFID: dict[str, Code] = {
+    c.refid: c for c in (SPO2, PULSE_RATE, PLETH, PERFUSION_INDEX, ECG_HEART_RATE, ECG_LEAD_II)
+}

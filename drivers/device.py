@@ -1,0 +1,89 @@
+"""What every device driver is made of, independent of any one protocol.
+
+A driver is split the sans-I/O way:
+
+* a **device model** (:class:`SerialDeviceModel`): pure, fed bytes, returns readings,
+  keeps :class:`~drivers.readings.CodecCounters`; it lives as long as the configured
+  device, across reconnects, so counters keep adding up;
+* a **transport** (``drivers.transport``): the only code that touches the port;
+* a **runner** (``drivers.serial_device``): the one loop that binds the two.
+
+Transports translate their library's exceptions into the :class:`DeviceError` family at
+the boundary, so runners and the gateway's supervisor never import pyserial, bleak or
+pymodbus exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from drivers.readings import CodecCounters, Reading
+
+
+class DeviceError(Exception):
+    """An expected device failure: the supervisor retries it with backoff.
+
+    ``retry_after`` (seconds), when set, is a lower bound the backoff respects.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeviceUnavailable(DeviceError):
+    """The port could not be opened (absent, busy, permission denied)."""
+
+
+class DeviceDisconnected(DeviceError):
+    """An open link was lost (cable pulled, port vanished, read error)."""
+
+
+class TransportStateError(RuntimeError):
+    """A transport was used out of order (opened twice, used after close): a bug."""
+
+
+class SerialDeviceModel(Protocol):
+    """The sans-I/O half of a serial driver."""
+
+    counters: CodecCounters
+
+    def on_connect(self, now: float) -> tuple[bytes, Sequence[Reading]]:
+        """Reset codec state for a fresh link.
+
+        Returns bytes to send to the device at connect (for example a data-format
+        selection; never a clinical setting) and readings to publish (identity).
+        ``now`` is gateway wall time, UTC seconds.
+        """
+        ...
+
+    def feed(self, data: bytes, now: float) -> Sequence[Reading]:
+        """Decode ``data`` received at wall time ``now``; never raises on bad bytes."""
+        ...
+
+    def on_disconnect(self, now: float) -> Sequence[Reading]:
+        """Readings to publish when the link drops (e.g. clear conditions it had raised)."""
+        ...
+
+
+Parity = Literal["N", "E", "O", "M", "S"]
+
+
+class SerialSettings(BaseModel):
+    """Transport settings shared by every serial driver.
+
+    ``port`` is a device path (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``) or a pyserial
+    URL (``socket://host:port`` for ser2net). It may be omitted only when the device is
+    simulated; the gateway then supplies the simulator's port.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: str | None = None
+    baudrate: int = Field(default=9600, gt=0, description="bits per second")
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Parity = "N"
+    stopbits: Literal[1, 2] = 1

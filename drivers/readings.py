@@ -1,0 +1,186 @@
+"""The shared vocabulary: what a driver hands to the gateway.
+
+Four kinds of reading cross from ``drivers`` into ``gateway``:
+
+* :class:`Numeric`: one value of one metric (SpO2 96 %, pulse rate 74 /min).
+* :class:`Waveform`: a contiguous chunk of samples of one signal (pleth, ECG lead II).
+* :class:`DeviceEvent`: a technical condition switching on or off, including the
+  connection to the device itself.
+* :class:`Identity`: who the device says it is.
+
+Every reading names its ``source``: the device id from ``config.toml``. Times are UTC
+seconds since the Unix epoch: ``time`` is the gateway's wall clock when the bytes arrived;
+``device_time`` is the device's own clock when the protocol carries one (else ``None``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.codes import Code, Unit
+
+
+class MeasurementStatus(enum.Flag):
+    """Why a value may not be taken at face value.
+
+    Mirrors the IHE PCD measurement-status flags (OBX-8) and the FHIR PoCD
+    measurement-status code system, so sync can map one to one.
+    """
+
+    NONE = 0
+    #: The device could not produce a value (sensor off, missing-value sentinel): NAV.
+    UNAVAILABLE = enum.auto()
+    #: The device marks the value invalid: INV.
+    INVALID = enum.auto()
+    #: Artifact, out of track or another reason to doubt the value: QUES.
+    QUESTIONABLE = enum.auto()
+    #: Low perfusion: the value is real but the signal is weak.
+    LOW_PERFUSION = enum.auto()
+    #: Early estimate, device still settling: EARLY.
+    EARLY = enum.auto()
+    #: Demonstration or test data: DEMO.
+    DEMO = enum.auto()
+
+    def names(self) -> list[str]:
+        """Lower-case names of the flags that are set, sorted (for JSON and logs)."""
+        return sorted(flag.name.lower() for flag in type(self) if flag in self and flag.name)
+
+
+class Condition(enum.Enum):
+    """Technical conditions a device (or the link to it) can report.
+
+    The value is a stable lower-case name used in the API, captures and logs.
+    """
+
+    #: The gateway has no working link to the device (unplugged, port vanished).
+    DISCONNECTED = "disconnected"
+    #: Oximeter: sensor disconnected or inoperable.
+    SENSOR_OFF = "sensor_off"
+    #: Oximeter: sensor giving unusable data.
+    SENSOR_ALARM = "sensor_alarm"
+    #: Oximeter: no consecutive good pulses.
+    OUT_OF_TRACK = "out_of_track"
+    #: Oximeter: beat did not match the current pulse interval.
+    ARTIFACT = "artifact"
+    #: Oximeter: low signal amplitude.
+    LOW_PERFUSION = "low_perfusion"
+    #: Device battery low.
+    LOW_BATTERY = "low_battery"
+
+
+@dataclass(frozen=True, slots=True)
+class Numeric:
+    """One value of one metric.
+
+    ``value`` is in ``unit``; it is ``None`` when the device reports no value (then
+    ``status`` says why, usually ``UNAVAILABLE``).
+    """
+
+    source: str
+    code: Code
+    value: float | None
+    unit: Unit
+    time: float
+    device_time: float | None = None
+    status: MeasurementStatus = MeasurementStatus.NONE
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Waveform:
+    """A chunk of consecutive samples of one signal.
+
+    ``samples`` is a read-only 1-D numpy array in ``unit`` (device-scaled, dimensionless
+    for pleth); sample ``i`` was taken at ``start_time + i / sample_rate``. ``sample_rate``
+    is in Hz. ``sequence`` counts samples since the device connected, so a consumer can
+    see a gap.
+    """
+
+    source: str
+    code: Code
+    unit: Unit
+    sample_rate: float
+    start_time: float
+    samples: npt.NDArray[np.float64]
+    sequence: int = 0
+    device_time: float | None = None
+
+    def __post_init__(self) -> None:
+        self.samples.setflags(write=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Waveform):
+            return NotImplemented
+        return (
+            self.source == other.source
+            and self.code == other.code
+            and self.unit == other.unit
+            and self.sample_rate == other.sample_rate
+            and self.start_time == other.start_time
+            and self.sequence == other.sequence
+            and self.device_time == other.device_time
+            and np.array_equal(self.samples, other.samples)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def duration(self) -> float:
+        """Seconds covered by the chunk."""
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """A technical condition turning on (``active``) or off.
+
+    ``detail`` is a short technician-facing text (never patient data).
+    """
+
+    source: str
+    condition: Condition
+    active: bool
+    time: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the device says it is; fields it does not report are empty strings."""
+
+    source: str
+    time: float
+    manufacturer: str = ""
+    model: str = ""
+    serial: str = ""
+    firmware: str = ""
+
+
+Reading: TypeAlias = Numeric | Waveform | DeviceEvent | Identity
+
+
+@dataclass(slots=True)
+class CodecCounters:
+    """Running totals a codec keeps about the bytes it was fed.
+
+    Mutable on purpose: the codec owns it and increments it; others read it.
+    """
+
+    bytes_received: int = 0
+    frames_decoded: int = 0
+    bytes_dropped: int = 0
+    checksum_errors: int = 0
+    resyncs: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "bytes_received": self.bytes_received,
+            "frames_decoded": self.frames_decoded,
+            "bytes_dropped": self.bytes_dropped,
+            "checksum_errors": self.checksum_errors,
+            "resyncs": self.resyncs,
+        }
