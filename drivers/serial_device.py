@@ -1,0 +1,106 @@
+"""The runner every serial driver shares: binds a transport to a device model.
+
+:func:`run_serial_device` handles one connection: open, greet, read and decode until the
+link is lost, then report the loss and return control by raising. It never reconnects by
+itself: the gateway's supervisor owns the retry policy (backoff with jitter) and calls it
+again with a new transport; the model lives on across calls so its counters keep adding up.
+
+Connection state is published as :class:`~drivers.readings.DeviceEvent` with
+:attr:`~drivers.readings.Condition.DISCONNECTED`: ``active=True`` when the port cannot be
+opened or the link drops, ``active=False`` once connected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from drivers.clock import Clock
+from drivers.device import (
+    DeviceDisconnected,
+    DeviceUnavailable,
+    SerialDeviceModel,
+    SerialSettings,
+)
+from drivers.readings import Condition, DeviceEvent, Reading
+from drivers.transport.serial import SerialTransport
+
+__all__ = ["open_serial", "run_serial_device"]
+
+
+async def run_serial_device(
+    device_id: str,
+    model: SerialDeviceModel,
+    transport: SerialTransport,
+    publish: Callable[[Reading], None],
+    clock: Clock,
+) -> None:
+    """Run one connection of ``device_id`` over an unopened ``transport`` until it ends.
+
+    Readings are stamped with ``clock.wall()`` when their bytes arrived. It ends only by
+    raising:
+
+    * :class:`DeviceUnavailable`: the port could not be opened (after publishing
+      DISCONNECTED active with the reason);
+    * :class:`DeviceDisconnected`: the link dropped (after publishing the model's
+      ``on_disconnect`` readings and DISCONNECTED active with the reason);
+    * ``CancelledError``: the owner stopped it;
+    * anything else: a bug (for example in the model), left for the supervisor to log
+      with its traceback.
+
+    In every case the transport is closed before the exception leaves.
+    """
+    try:
+        try:
+            await transport.open()
+        except DeviceUnavailable as err:
+            publish(_link_event(device_id, clock, active=True, detail=str(err)))
+            raise
+        greeting, readings = model.on_connect(clock.wall())
+        if greeting:
+            await transport.write(greeting)
+        _publish_all(publish, readings)
+        publish(_link_event(device_id, clock, active=False))
+        while True:
+            data = await transport.read()
+            _publish_all(publish, model.feed(data, clock.wall()))
+    except DeviceDisconnected as err:
+        _publish_all(publish, model.on_disconnect(clock.wall()))
+        publish(_link_event(device_id, clock, active=True, detail=str(err)))
+        raise
+    finally:
+        await transport.close()
+
+
+def open_serial(settings: SerialSettings, port: str | None = None) -> SerialTransport:
+    """Build an unopened transport from a driver's serial settings.
+
+    ``port`` overrides ``settings.port`` (the gateway passes a simulator's port this way).
+    Raises :class:`DeviceUnavailable` when neither names a port.
+    """
+    target = port if port is not None else settings.port
+    if not target:
+        raise DeviceUnavailable(
+            "no serial port configured: set 'port' for this device, or run it simulated"
+        )
+    return SerialTransport(
+        target,
+        baudrate=settings.baudrate,
+        bytesize=settings.bytesize,
+        parity=settings.parity,
+        stopbits=settings.stopbits,
+    )
+
+
+def _publish_all(publish: Callable[[Reading], None], readings: Iterable[Reading]) -> None:
+    for reading in readings:
+        publish(reading)
+
+
+def _link_event(device_id: str, clock: Clock, *, active: bool, detail: str = "") -> DeviceEvent:
+    return DeviceEvent(
+        source=device_id,
+        condition=Condition.DISCONNECTED,
+        active=active,
+        time=clock.wall(),
+        detail=detail,
+    )

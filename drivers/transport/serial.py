@@ -1,0 +1,531 @@
+"""Serial transport: the only code in bedside-gateway that reads or writes a serial port.
+
+:class:`SerialTransport` moves bytes and knows nothing of any protocol. ``port`` is a device
+path (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``) or a pyserial URL (``socket://host:port``
+for ser2net or a TCP simulator, ``loop://`` for tests), so one driver runs unchanged on a
+port, through a terminal server, or against a simulator.
+
+Lifecycle (as in httpx): ``UNOPENED -> OPEN -> CLOSED``. A transport opens at most once;
+after a failed open it is closed, and a retry builds a new transport. Opening twice, or
+using it unopened or after close, raises :class:`~drivers.device.TransportStateError`.
+
+Every pyserial, termios and OS error is translated here:
+
+* the port cannot be opened (absent, busy, permission denied, settings refused):
+  :class:`~drivers.device.DeviceUnavailable`, naming the port and the reason;
+* an open link fails (end of file when the cable is pulled, the device node vanished, an I/O
+  error): :class:`~drivers.device.DeviceDisconnected`.
+
+I/O never blocks the event loop. Ports with a pollable file descriptor (device paths,
+``socket://``) are read and written when the loop reports the descriptor ready; other URL
+handlers (``loop://``) are served by short blocking calls in a small per-transport thread
+pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import errno
+import logging
+import termios
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import serial
+
+from drivers.device import DeviceDisconnected, DeviceUnavailable, TransportStateError
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: pyserial read timeout, seconds, of a fallback worker read: how long close() may wait for
+#: a worker to notice, and how late a cancelled read's thread ends.
+_WORKER_POLL_S: Final = 0.05
+#: Seconds close() waits for fallback workers before closing the port under them anyway;
+#: a worker blocked in a write to a peer that never drains must not hang shutdown.
+_WORKER_JOIN_S: Final = 2.0
+
+_PARITIES: Final = frozenset("NEOMS")
+_BYTESIZES: Final = frozenset({5, 6, 7, 8})
+_STOPBITS: Final = frozenset({1, 1.5, 2})
+
+# Linux value; the termios module does not export it everywhere (pyserial does the same).
+_CMSPAR: Final[int] = getattr(termios, "CMSPAR", 0o10000000000)
+_CSIZE_BITS: Final = {termios.CS5: 5, termios.CS6: 6, termios.CS7: 7, termios.CS8: 8}
+
+# errno -> what a technician should read; anything else is reported as pyserial words it.
+_OPEN_REASONS: Final = {
+    errno.ENOENT: "no such device (not plugged in, or wrong path)",
+    errno.ENODEV: "no such device (not plugged in, or wrong path)",
+    errno.ENXIO: "no such device (not plugged in, or wrong path)",
+    errno.EACCES: "permission denied (the service user needs access, e.g. the dialout group)",
+    errno.EPERM: "permission denied (the service user needs access, e.g. the dialout group)",
+    errno.EBUSY: "port busy (another program has it open)",
+    errno.EAGAIN: "port busy (another program holds its lock)",
+    errno.ENOTTY: "not a serial port",
+}
+
+
+class TransportState(enum.Enum):
+    """Where a transport is in its one-way lifecycle."""
+
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class SerialTransport:
+    """One serial link, opened once, read and written asynchronously, then closed.
+
+    ``baudrate`` is in bits per second; ``bytesize`` 5-8 data bits; ``parity`` one of
+    ``N E O M S``; ``stopbits`` 1, 1.5 or 2. ``read_size`` caps the bytes one :meth:`read`
+    returns. Invalid settings raise ``ValueError`` at construction (a configuration bug,
+    not a device failure). Nothing touches the port before :meth:`open`.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: float = 1,
+        read_size: int = 4096,
+    ) -> None:
+        if not port:
+            raise ValueError("serial port must be a non-empty path or URL")
+        if baudrate <= 0:
+            raise ValueError(f"baudrate must be positive, got {baudrate}")
+        if bytesize not in _BYTESIZES:
+            raise ValueError(f"bytesize must be 5, 6, 7 or 8, got {bytesize}")
+        if parity not in _PARITIES:
+            raise ValueError(f"parity must be one of N, E, O, M, S, got {parity!r}")
+        if stopbits not in _STOPBITS:
+            raise ValueError(f"stopbits must be 1, 1.5 or 2, got {stopbits}")
+        if read_size < 1:
+            raise ValueError(f"read_size must be at least 1, got {read_size}")
+        self._port = port
+        self._baudrate = baudrate
+        self._bytesize = bytesize
+        self._parity = parity
+        self._stopbits = stopbits
+        self._read_size = read_size
+
+        self._state = TransportState.UNOPENED
+        self._opening = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serial: Any = None  # pyserial has no type information
+        # Set when the loop can poll the port; None means the worker-thread fallback.
+        self._fd: int | None = None
+        # Device paths open and close without blocking; URL handlers may not (socket://
+        # connects with a 5 s timeout and sleeps 0.3 s in close), so they use threads.
+        self._native = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._workers: set[concurrent.futures.Future[Any]] = set()
+        # A fallback read whose caller was cancelled: its bytes belong to the next read().
+        self._pending_read: concurrent.futures.Future[bytes] | None = None
+        self._reading = False
+        self._write_lock = asyncio.Lock()
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._close_job: concurrent.futures.Future[None] | None = None
+
+    # -- description -------------------------------------------------------------------
+
+    @property
+    def port(self) -> str:
+        """The device path or URL this transport opens."""
+        return self._port
+
+    @property
+    def state(self) -> TransportState:
+        return self._state
+
+    @property
+    def line_settings(self) -> str:
+        """Configured framing for messages and the CLI, e.g. ``"9600 8N1"``."""
+        stop = "1.5" if self._stopbits == 1.5 else str(int(self._stopbits))
+        return f"{self._baudrate} {self._bytesize}{self._parity}{stop}"
+
+    def __repr__(self) -> str:
+        return f"<SerialTransport {self._port} {self.line_settings} {self._state.value}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open and configure the port.
+
+        Raises :class:`DeviceUnavailable` (port absent, busy, no permission, settings
+        refused or silently ignored by the port); the transport is then closed.
+        """
+        if self._state is not TransportState.UNOPENED or self._opening:
+            raise TransportStateError(f"{self!r} cannot be opened again")
+        self._opening = True
+        self._loop = asyncio.get_running_loop()
+        try:
+            ser = self._make_serial()
+            if isinstance(ser, serial.Serial):
+                self._native = True
+                self._open_native(ser)
+            else:
+                await self._open_url_handler(ser)
+            self._serial = ser
+            self._state = TransportState.OPEN
+        except BaseException:
+            self._state = TransportState.CLOSED
+            raise
+        finally:
+            self._opening = False
+
+    async def close(self) -> None:
+        """Close the port; idempotent. A read or write waiting on it fails with
+        :class:`DeviceDisconnected`. Device paths close without yielding to the loop, so a
+        cancelled owner closing in ``finally`` always releases the port."""
+        if self._state is TransportState.CLOSED:
+            if self._close_job is not None:
+                await asyncio.shield(asyncio.wrap_future(self._close_job))
+            return
+        self._state = TransportState.CLOSED
+        ser, self._serial = self._serial, None
+        fd, self._fd = self._fd, None
+        if fd is not None and self._loop is not None:
+            # Unregister before the descriptor closes: the number may be reused at once.
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(self._closed_while_waiting())
+        if ser is None:
+            return
+        if self._native:
+            _close_quietly(ser, self._port)
+            return
+        assert self._executor is not None
+        executor = self._executor
+        self._close_job = executor.submit(
+            _close_url_handler, ser, self._port, list(self._workers), self._pending_read
+        )
+        self._pending_read = None
+        try:
+            await asyncio.shield(asyncio.wrap_future(self._close_job))
+        finally:
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- I/O -----------------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """Wait until at least one byte has arrived; return what is there, at most
+        ``read_size`` bytes. Cancelling a waiting read loses no data.
+
+        Raises :class:`DeviceDisconnected` when the link is lost (or closed meanwhile)
+        and :class:`TransportStateError` if another read is already waiting.
+        """
+        ser = self._require_open()
+        if self._reading:
+            raise TransportStateError(f"{self!r}: read() is already in progress")
+        self._reading = True
+        try:
+            if self._fd is not None:
+                return await self._read_polled(ser, self._fd)
+            return await self._read_in_worker(ser)
+        finally:
+            self._reading = False
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``. Concurrent writes go out one after another, never
+        interleaved. Raises :class:`DeviceDisconnected` when the link is lost."""
+        self._require_open()
+        async with self._write_lock:
+            ser = self._require_open()
+            if not data:
+                return
+            if self._fd is not None:
+                await self._write_polled(ser, self._fd, bytes(data))
+            else:
+                await self._run_in_worker(_write_blocking, ser, self._port, bytes(data))
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _make_serial(self) -> Any:
+        try:
+            ser = serial.serial_for_url(self._port, do_not_open=True)
+            ser.baudrate = self._baudrate
+            ser.bytesize = self._bytesize
+            ser.parity = self._parity
+            ser.stopbits = self._stopbits
+            # Zero timeouts make pyserial calls non-blocking; the loop does the waiting.
+            ser.timeout = 0
+            ser.write_timeout = 0
+            # flock the device so two drivers never share (and garble) one port.
+            ser.exclusive = True
+        except (ValueError, serial.SerialException) as err:
+            raise DeviceUnavailable(f"cannot open serial port {self._port}: {err}") from err
+        return ser
+
+    def _open_native(self, ser: Any) -> None:
+        try:
+            ser.open()
+        except (serial.SerialException, OSError, termios.error, ValueError) as err:
+            raise self._unavailable(err) from err
+        try:
+            self._fd = ser.fileno()
+            self._check_line_settings(self._fd)
+        except BaseException:
+            self._fd = None
+            _close_quietly(ser, self._port)
+            raise
+
+    async def _open_url_handler(self, ser: Any) -> None:
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="serial-transport"
+        )
+        self._executor = executor
+        job = executor.submit(ser.open)
+        try:
+            await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            # The connect goes on in its thread; close whatever it manages to open.
+            job.add_done_callback(lambda _: _close_quietly(ser, self._port))
+            executor.shutdown(wait=False)
+            raise
+        except (serial.SerialException, OSError, ValueError) as err:
+            executor.shutdown(wait=False)
+            raise self._unavailable(err) from err
+        if self._state is TransportState.CLOSED:
+            # close() ran while the connect was in its thread: honour it.
+            await asyncio.wrap_future(executor.submit(_close_quietly, ser, self._port))
+            executor.shutdown(wait=False)
+            raise DeviceUnavailable(f"serial port {self._port} was closed while opening")
+        try:
+            fd = ser.fileno()
+        except (serial.SerialException, OSError, ValueError, AttributeError):
+            fd = None
+        if isinstance(fd, int) and fd >= 0:
+            self._fd = fd
+            return
+        # No descriptor to poll: worker threads read with a short timeout and write
+        # without one (a zero write timeout means "fail at once" to some handlers).
+        try:
+            ser.timeout = _WORKER_POLL_S
+            ser.write_timeout = None
+        except (serial.SerialException, OSError, ValueError) as err:
+            await asyncio.wrap_future(executor.submit(_close_quietly, ser, self._port))
+            executor.shutdown(wait=False)
+            raise self._unavailable(err) from err
+
+    def _check_line_settings(self, fd: int) -> None:
+        """Read the framing back: ptys and some USB adapters accept a parity or character
+        size change without error and ignore it, which would garble every byte."""
+        try:
+            cflag = termios.tcgetattr(fd)[2]
+        except termios.error as err:
+            raise self._unavailable(err) from err
+        actual = _framing_from_cflag(cflag)
+        wanted = (self._bytesize, self._parity, 1 if self._stopbits == 1 else 2)
+        if actual == wanted:
+            return
+        refused = [
+            f"{name} {want}"
+            for name, want, got in zip(
+                ("bytesize", "parity", "stopbits"), wanted, actual, strict=True
+            )
+            if want != got
+        ]
+        raise DeviceUnavailable(
+            f"cannot open serial port {self._port}: it does not support "
+            f"{', '.join(refused)} (asked for {self.line_settings}, "
+            f"port is set to {actual[0]}{actual[1]}{actual[2]})"
+        )
+
+    def _unavailable(self, err: BaseException) -> DeviceUnavailable:
+        code = getattr(err, "errno", None)
+        if code is None and isinstance(err.__context__, termios.error):
+            # pyserial rewraps termios failures without their errno ("Could not configure
+            # port: (25, ...)"); the errno says what went wrong.
+            code = err.__context__.args[0] if err.__context__.args else None
+        if isinstance(err, termios.error):
+            # termios.error is not an OSError; it carries (errno, text) in args.
+            return DeviceUnavailable(
+                f"cannot open serial port {self._port}: it refused the line settings "
+                f"{self.line_settings}: {err.args[-1] if err.args else err}"
+            )
+        reason = _OPEN_REASONS.get(code) if isinstance(code, int) else None
+        return DeviceUnavailable(f"cannot open serial port {self._port}: {reason or err}")
+
+    # -- reading and writing -------------------------------------------------------------
+
+    def _require_open(self) -> Any:
+        if self._state is not TransportState.OPEN:
+            raise TransportStateError(f"{self!r} is not open")
+        return self._serial
+
+    def _closed_while_waiting(self) -> DeviceDisconnected:
+        return DeviceDisconnected(f"serial port {self._port} was closed while in use")
+
+    async def _read_polled(self, ser: Any, fd: int) -> bytes:
+        while True:
+            try:
+                data: bytes = ser.read(self._read_size)
+            except (serial.SerialException, OSError) as err:
+                raise _disconnected(self._port, err) from err
+            if data:
+                return data
+            await self._wait_ready(fd, writable=False)
+
+    async def _write_polled(self, ser: Any, fd: int, data: bytes) -> None:
+        while data:
+            # Wait first: with a zero write timeout pyserial retries EAGAIN in a busy loop,
+            # which would freeze the event loop; a ready descriptor takes at least a byte.
+            await self._wait_ready(fd, writable=True)
+            try:
+                written = ser.write(data)
+            except (serial.SerialException, OSError) as err:
+                raise _disconnected(self._port, err) from err
+            data = data[int(written or 0) :]
+
+    async def _wait_ready(self, fd: int, *, writable: bool) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            if writable:
+                loop.add_writer(fd, wake)
+            else:
+                loop.add_reader(fd, wake)
+        except (OSError, ValueError) as err:
+            raise _disconnected(self._port, err) from err
+        self._waiters.add(ready)
+        try:
+            await ready
+        finally:
+            self._waiters.discard(ready)
+            # After close() the number is no longer ours: close() already unregistered it.
+            if self._state is TransportState.OPEN:
+                if writable:
+                    loop.remove_writer(fd)
+                else:
+                    loop.remove_reader(fd)
+        if self._state is not TransportState.OPEN:
+            raise self._closed_while_waiting()
+
+    async def _read_in_worker(self, ser: Any) -> bytes:
+        assert self._executor is not None
+        while True:
+            job = self._pending_read
+            if job is None or job.cancelled():
+                job = self._submit(_read_blocking, ser, self._port, self._read_size)
+                self._pending_read = job
+            # Cancelling the wrapper cancels a queued job (nothing read yet) but leaves a
+            # running one to finish; it stays pending so its bytes reach the next read().
+            try:
+                data = await asyncio.wrap_future(job)
+            except DeviceDisconnected:
+                self._pending_read = None
+                raise
+            self._pending_read = None
+            if self._state is not TransportState.OPEN:
+                raise self._closed_while_waiting()
+            if data:
+                return data
+
+    async def _run_in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.wrap_future(self._submit(fn, *args))
+
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        assert self._executor is not None
+        job = self._executor.submit(fn, *args)
+        self._workers.add(job)
+        job.add_done_callback(self._workers.discard)
+        return job
+
+
+# -- helpers that also run in worker threads ------------------------------------------------
+
+
+def _framing_from_cflag(cflag: int) -> tuple[int, str, int]:
+    """(data bits, parity letter, stop bits) that a termios ``c_cflag`` describes."""
+    bytesize = _CSIZE_BITS.get(cflag & termios.CSIZE, 0)
+    if not cflag & termios.PARENB:
+        parity = "N"
+    elif cflag & _CMSPAR:
+        parity = "M" if cflag & termios.PARODD else "S"
+    else:
+        parity = "O" if cflag & termios.PARODD else "E"
+    return bytesize, parity, 2 if cflag & termios.CSTOPB else 1
+
+
+def _disconnected(port: str, err: BaseException) -> DeviceDisconnected:
+    text = str(err)
+    if text.startswith("device reports readiness to read but returned no data"):
+        # pyserial's words for end of file: the other end hung up.
+        text = "end of file (cable pulled or device gone)"
+    return DeviceDisconnected(f"serial port {port} lost: {text}")
+
+
+def _read_blocking(ser: Any, port: str, read_size: int) -> bytes:
+    """Worker-thread read: wait up to the poll timeout for one byte, then take whatever
+    else has already arrived, so a waiting reader gets data as soon as it exists."""
+    try:
+        data: bytes = ser.read(1)
+        if data and read_size > 1:
+            waiting = ser.in_waiting
+            if waiting:
+                data += ser.read(min(waiting, read_size - 1))
+    except (serial.SerialException, OSError) as err:
+        raise _disconnected(port, err) from err
+    return data
+
+
+def _write_blocking(ser: Any, port: str, data: bytes) -> None:
+    try:
+        ser.write(data)
+    except (serial.SerialException, OSError) as err:
+        raise _disconnected(port, err) from err
+
+
+def _close_quietly(ser: Any, port: str) -> None:
+    # Closing is best effort: the link may already be dead, and the caller is leaving.
+    try:
+        ser.close()
+    except Exception as err:
+        _log.debug("closing serial port %s failed: %s", port, err)
+
+
+def _close_url_handler(
+    ser: Any,
+    port: str,
+    workers: list[concurrent.futures.Future[Any]],
+    pending_read: concurrent.futures.Future[bytes] | None,
+) -> None:
+    """Close a URL-handler port from a worker thread once its other workers let go."""
+    if pending_read is not None:
+        workers.append(pending_read)
+    if any(not w.done() for w in workers):
+        for abort in ("cancel_read", "cancel_write"):
+            try:
+                getattr(ser, abort, lambda: None)()
+            except Exception as err:
+                _log.debug("%s on serial port %s failed: %s", abort, port, err)
+        concurrent.futures.wait(workers, timeout=_WORKER_JOIN_S)
+    _close_quietly(ser, port)
