@@ -1,0 +1,1 @@
+"""Pulse oximeter protocols: one module per wire protocol, codec and device model side by side."""

@@ -1,0 +1,728 @@
+"""Nonin serial pulse oximeters (OEM III module, Xpod, WristOx2 3150, Onyx II 9560).
+
+Data formats 2 and 7 (``protocols.md`` section 4a): 75 five-byte frames per second, grouped
+in packets of 25 frames (one packet every 1/3 s). Each frame carries a STATUS byte, one
+pleth sample and one FLOAT byte; the FLOAT bytes of a packet, by frame position, spell out
+heart rate, SpO2, firmware revision, a timer and STAT2.
+
+* DF2 frame: ``01 | STATUS | PLETH (8 bit) | FLOAT | CHK``
+* DF7 frame: ``STATUS | PLETH MSB | PLETH LSB | FLOAT | CHK``
+
+with ``CHK = sum(bytes 0..3) mod 256`` and STATUS bit 7 always set.
+
+The module is sans-I/O: :class:`NoninCodec` is fed bytes and returns :class:`NoninPacket`
+objects; :func:`encode_packet` is its inverse (used by the simulator and the property
+tests); :class:`NoninOximeter` turns packets into readings. Nothing here touches a port.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias
+
+import numpy as np
+from pydantic import BaseModel
+
+from drivers import codes
+from drivers.clock import Clock
+from drivers.device import SerialDeviceModel, SerialSettings
+from drivers.readings import (
+    CodecCounters,
+    Condition,
+    DeviceEvent,
+    Identity,
+    MeasurementStatus,
+    Numeric,
+    Reading,
+    Waveform,
+)
+from drivers.registry import DriverSpec, Simulator
+
+DataFormat: TypeAlias = Literal[2, 7]
+
+FRAME_LEN: Final = 5
+FRAMES_PER_PACKET: Final = 25
+PACKET_LEN: Final = FRAME_LEN * FRAMES_PER_PACKET
+#: Frames (and pleth samples) per second, both formats.
+FRAME_RATE_HZ: Final = 75.0
+#: Seconds covered by one packet (1/3 s).
+PACKET_PERIOD_S: Final = FRAMES_PER_PACKET / FRAME_RATE_HZ
+#: Missing-value sentinels (protocols.md 4a).
+MISSING_HR: Final = 511
+MISSING_SPO2: Final = 127
+#: Largest pleth sample each format can carry.
+PLETH_MAX: Final[dict[DataFormat, int]] = {2: 0xFF, 7: 0xFFFF}
+
+_DF2_LEAD: Final = 0x01
+_HR_MAX: Final = 0x1FF  # 9-bit field
+
+
+class Status(enum.IntFlag):
+    """STATUS byte bits, DF2 and DF7 alike (protocols.md 4a)."""
+
+    SYNC = 0x01  # first frame of a packet
+    GPRF = 0x02  # green perfusion (high amplitude); with RPRF: yellow
+    RPRF = 0x04  # red perfusion (low amplitude)
+    SNSA = 0x08  # sensor alarm: unusable data
+    OOT = 0x10  # out of track: no consecutive good pulses
+    ARTF = 0x20  # artifact: beat did not match the pulse interval
+    SNSD = 0x40  # sensor disconnected or inoperable
+    MARKER = 0x80  # always set: marks a STATUS byte
+
+
+class Stat2(enum.IntFlag):
+    """STAT2 (FLOAT byte of frame 8) bits known from public readers; the rest are [U]."""
+
+    LOW_BATTERY = 0x01
+    SMARTPOINT = 0x20
+
+
+_PERFUSION_BITS: Final = Status.GPRF | Status.RPRF
+
+
+class _Slot(enum.IntEnum):
+    """0-based frame index whose FLOAT byte carries each field (the 4a FLOAT table)."""
+
+    HR_MSB = 0
+    HR_LSB = 1
+    SPO2 = 2
+    FIRMWARE = 3
+    TIMER_MSB = 5
+    TIMER_LSB = 6
+    STAT2 = 7
+    SPO2_DISPLAY = 8
+    SPO2_FAST = 9
+    SPO2_B2B = 10
+    E_HR_MSB = 13
+    E_HR_LSB = 14
+    E_SPO2 = 15
+    E_SPO2_DISPLAY = 16
+    HR_DISPLAY_MSB = 19
+    HR_DISPLAY_LSB = 20
+    E_HR_DISPLAY_MSB = 21
+    E_HR_DISPLAY_LSB = 22
+
+
+# --- vocabulary ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoninFrame:
+    """One 5-byte frame, without its framing and checksum.
+
+    ``status`` is the STATUS byte (0x80..0xFF, see :class:`Status`); ``pleth`` is the
+    plethysmogram sample in device units (DF2 0..255, DF7 0..65535); ``float_byte``
+    (0..255) is one byte of the packet's FLOAT table, meaning set by the frame's position.
+    """
+
+    status: int
+    pleth: int
+    float_byte: int
+
+    def __post_init__(self) -> None:
+        if not 0x80 <= self.status <= 0xFF:
+            raise ValueError(f"status must be 0x80..0xFF (bit 7 set), got {self.status:#x}")
+        if not 0 <= self.pleth <= 0xFFFF:
+            raise ValueError(f"pleth must be 0..65535, got {self.pleth}")
+        if not 0 <= self.float_byte <= 0xFF:
+            raise ValueError(f"float_byte must be 0..255, got {self.float_byte}")
+
+
+@dataclass(frozen=True, slots=True)
+class NoninValues:
+    """The numbers a packet's FLOAT bytes carry; ``None`` means the device's missing sentinel.
+
+    Heart rates are in beats/min (0..510, sentinel 511); SpO2 values in percent (0..100,
+    sentinel 127, anything else up to 126 passes through as sent). ``hr`` and ``spo2`` are
+    4-beat averages, ``e_*`` 8-beat ("extended") averages, ``*_display`` the values the
+    device shows, ``spo2_fast`` and ``spo2_b2b`` the fast and beat-to-beat SpO2.
+    ``firmware`` is the revision byte, ``timer`` a 16-bit counter (meaning [U]) and
+    ``stat2`` the STAT2 byte (:class:`Stat2`).
+    """
+
+    hr: int | None
+    spo2: int | None
+    spo2_display: int | None
+    spo2_fast: int | None
+    spo2_b2b: int | None
+    e_hr: int | None
+    e_spo2: int | None
+    e_spo2_display: int | None
+    hr_display: int | None
+    e_hr_display: int | None
+    firmware: int
+    timer: int
+    stat2: int
+
+    @classmethod
+    def steady(
+        cls, hr: int | None, spo2: int | None, *, firmware: int, timer: int = 0, stat2: int = 0
+    ) -> NoninValues:
+        """Values of a settled reading: every average equals the 4-beat one."""
+        return cls(
+            hr=hr,
+            spo2=spo2,
+            spo2_display=spo2,
+            spo2_fast=spo2,
+            spo2_b2b=spo2,
+            e_hr=hr,
+            e_spo2=spo2,
+            e_spo2_display=spo2,
+            hr_display=hr,
+            e_hr_display=hr,
+            firmware=firmware,
+            timer=timer,
+            stat2=stat2,
+        )
+
+    @classmethod
+    def from_float_bytes(cls, floats: Sequence[int]) -> NoninValues:
+        """Decode the 25 FLOAT bytes of a packet, in frame order."""
+
+        def hr(msb: _Slot, lsb: _Slot) -> int | None:
+            # Only MSB bits 1-0 belong to HR (bits 8-7); Pufferfish's 0x18 mask is a bug.
+            value = ((floats[msb] & 0x03) << 7) | (floats[lsb] & 0x7F)
+            return None if value == MISSING_HR else value
+
+        def spo2(slot: _Slot) -> int | None:
+            return None if floats[slot] == MISSING_SPO2 else floats[slot]
+
+        return cls(
+            hr=hr(_Slot.HR_MSB, _Slot.HR_LSB),
+            spo2=spo2(_Slot.SPO2),
+            spo2_display=spo2(_Slot.SPO2_DISPLAY),
+            spo2_fast=spo2(_Slot.SPO2_FAST),
+            spo2_b2b=spo2(_Slot.SPO2_B2B),
+            e_hr=hr(_Slot.E_HR_MSB, _Slot.E_HR_LSB),
+            e_spo2=spo2(_Slot.E_SPO2),
+            e_spo2_display=spo2(_Slot.E_SPO2_DISPLAY),
+            hr_display=hr(_Slot.HR_DISPLAY_MSB, _Slot.HR_DISPLAY_LSB),
+            e_hr_display=hr(_Slot.E_HR_DISPLAY_MSB, _Slot.E_HR_DISPLAY_LSB),
+            firmware=floats[_Slot.FIRMWARE],
+            timer=(floats[_Slot.TIMER_MSB] << 8) | floats[_Slot.TIMER_LSB],
+            stat2=floats[_Slot.STAT2],
+        )
+
+    def to_float_bytes(self) -> tuple[int, ...]:
+        """The 25 FLOAT bytes carrying these values; reserved positions are 0.
+
+        Raises ``ValueError`` for a value the wire cannot carry.
+        """
+        floats = [0] * FRAMES_PER_PACKET
+
+        def put_hr(msb: _Slot, lsb: _Slot, value: int | None) -> None:
+            raw = MISSING_HR if value is None else value
+            if not 0 <= raw <= _HR_MAX:
+                raise ValueError(f"heart rate must be 0..{_HR_MAX}, got {raw}")
+            floats[msb], floats[lsb] = raw >> 7, raw & 0x7F
+
+        def put_byte(slot: _Slot, value: int | None, missing: int = MISSING_SPO2) -> None:
+            raw = missing if value is None else value
+            if not 0 <= raw <= 0xFF:
+                raise ValueError(f"{slot.name} must be 0..255, got {raw}")
+            floats[slot] = raw
+
+        put_hr(_Slot.HR_MSB, _Slot.HR_LSB, self.hr)
+        put_hr(_Slot.E_HR_MSB, _Slot.E_HR_LSB, self.e_hr)
+        put_hr(_Slot.HR_DISPLAY_MSB, _Slot.HR_DISPLAY_LSB, self.hr_display)
+        put_hr(_Slot.E_HR_DISPLAY_MSB, _Slot.E_HR_DISPLAY_LSB, self.e_hr_display)
+        put_byte(_Slot.SPO2, self.spo2)
+        put_byte(_Slot.SPO2_DISPLAY, self.spo2_display)
+        put_byte(_Slot.SPO2_FAST, self.spo2_fast)
+        put_byte(_Slot.SPO2_B2B, self.spo2_b2b)
+        put_byte(_Slot.E_SPO2, self.e_spo2)
+        put_byte(_Slot.E_SPO2_DISPLAY, self.e_spo2_display)
+        put_byte(_Slot.FIRMWARE, self.firmware)
+        put_byte(_Slot.STAT2, self.stat2)
+        if not 0 <= self.timer <= 0xFFFF:
+            raise ValueError(f"timer must be 0..65535, got {self.timer}")
+        floats[_Slot.TIMER_MSB], floats[_Slot.TIMER_LSB] = self.timer >> 8, self.timer & 0xFF
+        return tuple(floats)
+
+
+@dataclass(frozen=True, slots=True)
+class NoninPacket:
+    """25 consecutive frames starting at the one with SYNC set: 1/3 s of data.
+
+    ``frames`` is the whole truth (so packets round-trip byte for byte, reserved FLOAT
+    bytes included); ``values`` is decoded from it once, at construction.
+    """
+
+    frames: tuple[NoninFrame, ...]
+    values: NoninValues = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.frames) != FRAMES_PER_PACKET:
+            raise ValueError(f"a packet has {FRAMES_PER_PACKET} frames, got {len(self.frames)}")
+        syncs = [bool(f.status & Status.SYNC) for f in self.frames]
+        if syncs != [True] + [False] * (FRAMES_PER_PACKET - 1):
+            raise ValueError("SYNC must be set on the first frame of a packet and only there")
+        values = NoninValues.from_float_bytes([f.float_byte for f in self.frames])
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def build(
+        cls, values: NoninValues, statuses: Sequence[int], pleth: Sequence[int]
+    ) -> NoninPacket:
+        """Assemble a packet; SYNC is set on the first status and cleared on the others.
+
+        ``statuses`` are STATUS bytes (bit 7 is forced on), ``pleth`` 25 samples.
+        """
+        if len(statuses) != FRAMES_PER_PACKET or len(pleth) != FRAMES_PER_PACKET:
+            raise ValueError(f"need {FRAMES_PER_PACKET} statuses and pleth samples")
+        # SYNC is positional, so it is derived here rather than trusted from the caller.
+        sync = [Status.SYNC] + [Status(0)] * (FRAMES_PER_PACKET - 1)
+        floats = values.to_float_bytes()
+        frames = tuple(
+            NoninFrame(int((s & ~int(Status.SYNC)) | Status.MARKER | y), pleth=p, float_byte=f)
+            for s, y, p, f in zip(statuses, sync, pleth, floats, strict=True)
+        )
+        return cls(frames)
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """The 25 STATUS bytes in frame order."""
+        return tuple(f.status for f in self.frames)
+
+    @property
+    def pleth(self) -> tuple[int, ...]:
+        """The 25 pleth samples in frame order (device units, 75 Hz)."""
+        return tuple(f.pleth for f in self.frames)
+
+    @property
+    def status_union(self) -> Status:
+        """STATUS bits set in any frame of the packet."""
+        union = 0
+        for f in self.frames:
+            union |= f.status
+        return Status(union)
+
+
+# --- encoder -------------------------------------------------------------------------------
+
+
+def _checksum(head: bytes) -> int:
+    return sum(head) & 0xFF
+
+
+def encode_frame(frame: NoninFrame, data_format: DataFormat) -> bytes:
+    """The 5 wire bytes of ``frame``; ``ValueError`` if DF2 cannot carry its pleth."""
+    if frame.pleth > PLETH_MAX[data_format]:
+        raise ValueError(f"DF{data_format} pleth must be 0..{PLETH_MAX[data_format]}")
+    if data_format == 2:
+        head = bytes((_DF2_LEAD, frame.status, frame.pleth, frame.float_byte))
+    else:
+        head = bytes((frame.status, frame.pleth >> 8, frame.pleth & 0xFF, frame.float_byte))
+    return head + bytes((_checksum(head),))
+
+
+def encode_packet(packet: NoninPacket, data_format: DataFormat) -> bytes:
+    """The 125 wire bytes of ``packet``."""
+    return b"".join(encode_frame(f, data_format) for f in packet.frames)
+
+
+def decode_frame(
+    data: bytes | bytearray, data_format: DataFormat, offset: int = 0
+) -> NoninFrame | None:
+    """The frame in ``data[offset : offset + 5]``, or ``None`` unless it is a valid frame.
+
+    Valid means: checksum right, STATUS bit 7 set and, in DF2, the leading 0x01. Too few
+    bytes also give ``None``.
+    """
+    if not 0 <= offset <= len(data) - FRAME_LEN:
+        return None
+    b0, b1, b2, b3, chk = data[offset : offset + FRAME_LEN]
+    if (b0 + b1 + b2 + b3) & 0xFF != chk:
+        return None
+    if data_format == 2:
+        if b0 != _DF2_LEAD or not b1 & Status.MARKER:
+            return None
+        return NoninFrame(status=b1, pleth=b2, float_byte=b3)
+    if not b0 & Status.MARKER:
+        return None
+    return NoninFrame(status=b0, pleth=(b1 << 8) | b2, float_byte=b3)
+
+
+def _has_markers(data: bytes | bytearray, data_format: DataFormat, offset: int) -> bool:
+    """Whether the marker bits of a frame at ``offset`` are right, whatever its checksum."""
+    if data_format == 2:
+        return data[offset] == _DF2_LEAD and bool(data[offset + 1] & Status.MARKER)
+    return bool(data[offset] & Status.MARKER)
+
+
+#: Set-format option bits (protocols.md 4a "Commands"). The base bit is what OpenICE sends
+#: on every real device; Bluetooth-on keeps a 9560 reachable over SPP after its next power
+#: cycle and is meaningless on wired modules. Spot-check mode (0x40) is never sent: it would
+#: stop the continuous 75 Hz stream the gateway monitors.
+OPTION_BASE: Final = 0x01
+OPTION_BLUETOOTH_ON: Final = 0x20
+OPTION_SPOT_CHECK: Final = 0x40
+DEFAULT_FORMAT_OPTION: Final = OPTION_BASE | OPTION_BLUETOOTH_ON
+
+_STX: Final = 0x02
+_ETX: Final = 0x03
+_OP_SET_FORMAT: Final = 0x70
+
+
+def set_format_command(data_format: DataFormat, option: int = DEFAULT_FORMAT_OPTION) -> bytes:
+    """The long-form "set data format" command: ``02 70 04 02 <fmt> <opt> <chk> 03``.
+
+    ``chk`` is the low byte of opcode + length + data bytes. Only selects what the device
+    streams; it changes no clinical setting. ``ValueError`` if ``option`` asks for
+    spot-check mode or does not fit a byte.
+    """
+    if not 0 <= option <= 0xFF or option & OPTION_SPOT_CHECK:
+        raise ValueError(f"option {option:#x} is not a continuous-streaming option byte")
+    data = bytes((0x02, data_format, option))
+    body = bytes((_OP_SET_FORMAT, len(data) + 1)) + data
+    return bytes((_STX,)) + body + bytes((_checksum(body), _ETX))
+
+
+# --- decoder -------------------------------------------------------------------------------
+
+
+class NoninCodec:
+    """Sans-I/O decoder for DF2/DF7: feed bytes, get whole packets.
+
+    A packet is accepted only as 25 valid frames in a row starting at a SYNC frame; a bad
+    frame or a SYNC inside a packet aborts it. After an abort the search restarts one byte
+    after the aborted packet's first byte, so garbage costs at most the bytes it overlaps
+    and every intact packet after it still decodes. DF7 needs this care most: a frame is
+    only "bit 7 set + checksum", which random bytes pass once in 512 tries.
+
+    Counters (``counters``, shared across :meth:`reset` so they add up over reconnects)
+    obey ``bytes_received == FRAME_LEN * frames_decoded + bytes_dropped + buffered``:
+
+    * ``frames_decoded`` counts frames delivered inside packets; valid frames that never
+      became part of a packet (the tail of a packet when joining mid-stream) are dropped
+      bytes;
+    * ``checksum_errors`` counts frames that failed their checksum where a frame was due
+      (right after a valid frame) and whose marker bits looked right; garbage scanned while
+      hunting is not counted;
+    * ``resyncs`` counts packets delivered after bytes were dropped since the previous
+      packet (hunting for the first packet after a reset is not a resync).
+
+    The buffer is bounded by construction: between calls it holds at most one unfinished
+    packet (``PACKET_LEN - 1`` bytes); everything else was decoded or dropped.
+    """
+
+    def __init__(self, data_format: DataFormat = 7, counters: CodecCounters | None = None) -> None:
+        if data_format not in PLETH_MAX:
+            raise ValueError(f"data format must be 2 or 7, got {data_format!r}")
+        self.data_format: Final[DataFormat] = data_format
+        self.counters = counters if counters is not None else CodecCounters()
+        self._buf = bytearray()
+        # Frames already checked of the unfinished packet at buf[0]: small reads (a serial
+        # port returns a few bytes at a time) then cost one frame check each, not 25.
+        self._partial: list[NoninFrame] = []
+        self._in_step = False  # buf[0] sits where a frame is due after a valid frame
+        self._had_packet = False
+        self._lost = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a packet (< ``PACKET_LEN``)."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget alignment and buffered bytes (counted as dropped) for a fresh link."""
+        self.counters.bytes_dropped += len(self._buf)
+        self._buf.clear()
+        self._partial = []
+        self._in_step = False
+        self._had_packet = False
+        self._lost = False
+
+    def feed(self, data: bytes) -> list[NoninPacket]:
+        """Decode ``data``; returns the packets completed by it, oldest first. Never raises."""
+        self.counters.bytes_received += len(data)
+        buf = self._buf
+        buf += data
+        packets: list[NoninPacket] = []
+        pos = 0
+        while len(buf) - pos >= FRAME_LEN:
+            outcome = self._packet_at(buf, pos)
+            if outcome is None:  # a packet has started but its end has not arrived yet
+                break
+            if isinstance(outcome, NoninPacket):
+                packets.append(outcome)
+                self.counters.frames_decoded += FRAMES_PER_PACKET
+                if self._lost:
+                    self.counters.resyncs += 1
+                self._had_packet, self._lost, self._in_step = True, False, True
+                pos += PACKET_LEN
+                continue
+            # No packet starts at pos: slide one byte, since any later byte may start one.
+            if outcome:
+                self.counters.checksum_errors += 1
+            self.counters.bytes_dropped += 1
+            self._lost = self._had_packet
+            self._in_step = False
+            pos += 1
+        del buf[:pos]
+        return packets
+
+    def _packet_at(self, buf: bytearray, pos: int) -> NoninPacket | bool | None:
+        """Try to read a packet at ``buf[pos]``.
+
+        Returns the packet; ``None`` if it is valid so far but incomplete (its frames are
+        then kept in ``_partial``); or, when no packet starts here, whether a checksum error
+        was seen where a frame was due.
+        """
+        frames, self._partial = (self._partial if pos == 0 else []), []
+        if not frames:
+            first = decode_frame(buf, self.data_format, pos)
+            if first is None or not first.status & Status.SYNC:
+                return first is None and self._in_step and _has_markers(buf, self.data_format, pos)
+            frames = [first]
+        at = pos + FRAME_LEN * len(frames)
+        while len(frames) < FRAMES_PER_PACKET:
+            if len(buf) - at < FRAME_LEN:
+                # feed() keeps buf[pos:] and this packet's start becomes buf[0].
+                self._partial = frames
+                return None
+            frame = decode_frame(buf, self.data_format, at)
+            if frame is None:
+                return _has_markers(buf, self.data_format, at)
+            if frame.status & Status.SYNC:
+                return False
+            frames.append(frame)
+            at += FRAME_LEN
+        return NoninPacket(tuple(frames))
+
+
+# --- device model --------------------------------------------------------------------------
+
+
+class NoninSettings(SerialSettings):
+    """Serial settings (9600 8N1 by default) plus the data format to select at connect."""
+
+    data_format: DataFormat = 7
+
+
+#: Conditions raised straight from a STATUS bit set in any frame of a packet.
+_STATUS_CONDITIONS: Final[tuple[tuple[Condition, Status], ...]] = (
+    (Condition.SENSOR_OFF, Status.SNSD),
+    (Condition.OUT_OF_TRACK, Status.OOT),
+    (Condition.ARTIFACT, Status.ARTF),
+    (Condition.SENSOR_ALARM, Status.SNSA),
+)
+#: Every condition this driver reports, in the order events are emitted.
+CONDITIONS: Final[tuple[Condition, ...]] = (
+    *(c for c, _ in _STATUS_CONDITIONS),
+    Condition.LOW_PERFUSION,
+    Condition.LOW_BATTERY,
+)
+_CONDITION_DETAIL: Final[dict[Condition, str]] = {
+    Condition.SENSOR_OFF: "Nonin STATUS bit 6 (SNSD)",
+    Condition.OUT_OF_TRACK: "Nonin STATUS bit 4 (OOT)",
+    Condition.ARTIFACT: "Nonin STATUS bit 5 (ARTF)",
+    Condition.SENSOR_ALARM: "Nonin STATUS bit 3 (SNSA)",
+    Condition.LOW_PERFUSION: "Nonin red perfusion on the last pulse",
+    Condition.LOW_BATTERY: "Nonin STAT2 bit 0",
+}
+_SPO2_MAX: Final = 100
+
+
+class NoninOximeter:
+    """Device model for a Nonin oximeter streaming DF2 or DF7 (a ``SerialDeviceModel``).
+
+    Per packet (every 1/3 s) it emits:
+
+    * ``Numeric`` SpO2 (%, 0..100) from the **4-beat average** (FLOAT frame 3). The 8-beat
+      "extended" and display values are smoother but lag a real desaturation by several
+      beats, and the design puts delays in the alarm engine, not in averaging; the
+      beat-to-beat and fast values are too noisy to alarm on.
+    * ``Numeric`` pulse rate (/min) from the 4-beat average (FLOAT frames 1-2).
+    * ``Waveform`` pleth, 25 samples at 75 Hz in device units (DF2 0..255, DF7 0..65535).
+      ``sequence`` is the index of the chunk's first sample among the samples emitted since
+      connect. A chunk ends at ``now``; several packets decoded from one read are laid
+      back to back before it.
+    * ``DeviceEvent`` when a condition changes (edge-triggered, evaluated per packet).
+
+    Numerics carry value ``None`` with ``UNAVAILABLE`` when the device sends its missing
+    sentinel or reports the sensor off; SpO2 above 100 becomes ``None`` with ``INVALID``.
+    Otherwise the status flags are ``QUESTIONABLE`` for artifact or out-of-track,
+    ``INVALID`` for the sensor alarm ("unusable data"), ``LOW_PERFUSION`` for red
+    perfusion. A STATUS bit counts for a packet if it is set in any of its frames.
+
+    Perfusion is special: the device asserts its colour bits only for about 160 ms of each
+    pulse, so most packets carry none. The model therefore latches the colour of the most
+    recent pulse (red alone = low perfusion; green, or green+red "yellow", = adequate) until
+    another pulse shows a colour or the sensor comes off; otherwise the condition would
+    flicker at the heart rate.
+
+    Identity (manufacturer "Nonin", firmware revision from FLOAT frame 4) is published
+    once per connection, with the first packet. DF2/DF7 carry no perfusion index, so none
+    is emitted.
+    """
+
+    def __init__(self, device_id: str, settings: NoninSettings) -> None:
+        self.device_id = device_id
+        self.settings = settings
+        self._codec = NoninCodec(settings.data_format)
+        self.counters: CodecCounters = self._codec.counters
+        self._active: set[Condition] = set()
+        self._low_perfusion = False
+        self._identified = False
+        self._samples_emitted = 0
+
+    @property
+    def active_conditions(self) -> frozenset[Condition]:
+        """Conditions currently raised (an ``active=True`` event sent, not yet cleared)."""
+        return frozenset(self._active)
+
+    def on_connect(self, now: float) -> tuple[bytes, Sequence[Reading]]:
+        """Reset for a fresh link; returns the set-format command and no readings.
+
+        Conditions left raised by a link that ended without :meth:`on_disconnect` are
+        cleared here, so every connection starts from a clean slate.
+        """
+        cleared = self._clear_all(now)
+        self._codec.reset()
+        self._low_perfusion = False
+        self._identified = False
+        self._samples_emitted = 0
+        return set_format_command(self.settings.data_format), cleared
+
+    def feed(self, data: bytes, now: float) -> Sequence[Reading]:
+        """Decode ``data`` received at wall time ``now`` (UTC s) into readings."""
+        packets = self._codec.feed(data)
+        readings: list[Reading] = []
+        for i, packet in enumerate(packets):
+            end_time = now - (len(packets) - 1 - i) * PACKET_PERIOD_S
+            readings.extend(self._readings(packet, now, end_time))
+        return readings
+
+    def on_disconnect(self, now: float) -> Sequence[Reading]:
+        """Clear every raised condition (the link, not the patient, ended them)."""
+        return self._clear_all(now)
+
+    def _clear_all(self, now: float) -> list[Reading]:
+        events: list[Reading] = [
+            DeviceEvent(self.device_id, c, False, now, _CONDITION_DETAIL[c])
+            for c in CONDITIONS
+            if c in self._active
+        ]
+        self._active.clear()
+        return events
+
+    def _readings(self, packet: NoninPacket, now: float, end_time: float) -> list[Reading]:
+        readings: list[Reading] = []
+        values = packet.values
+        if not self._identified:
+            self._identified = True
+            firmware = f"0x{values.firmware:02X}"
+            readings.append(Identity(self.device_id, now, manufacturer="Nonin", firmware=firmware))
+
+        union = packet.status_union
+        sensor_off = bool(union & Status.SNSD)
+        self._update_perfusion(packet, sensor_off)
+        state = {c: bool(union & bit) for c, bit in _STATUS_CONDITIONS}
+        state[Condition.LOW_PERFUSION] = self._low_perfusion
+        state[Condition.LOW_BATTERY] = bool(values.stat2 & Stat2.LOW_BATTERY)
+        readings.extend(self._edges(state, now))
+
+        quality = MeasurementStatus.NONE
+        if union & (Status.ARTF | Status.OOT):
+            quality |= MeasurementStatus.QUESTIONABLE
+        if union & Status.SNSA:
+            quality |= MeasurementStatus.INVALID
+        if self._low_perfusion:
+            quality |= MeasurementStatus.LOW_PERFUSION
+        for code, unit, value, limit in (
+            (codes.SPO2, codes.PERCENT, values.spo2, _SPO2_MAX),
+            (codes.PULSE_RATE, codes.BEATS_PER_MINUTE, values.hr, _HR_MAX - 1),
+        ):
+            number, status = _judge(value, limit, sensor_off, quality)
+            readings.append(Numeric(self.device_id, code, number, unit, now, status=status))
+
+        samples = np.asarray(packet.pleth, dtype=np.float64)
+        readings.append(
+            Waveform(
+                source=self.device_id,
+                code=codes.PLETH,
+                unit=codes.DIMENSIONLESS,
+                sample_rate=FRAME_RATE_HZ,
+                start_time=end_time - PACKET_PERIOD_S,
+                samples=samples,
+                sequence=self._samples_emitted,
+            )
+        )
+        self._samples_emitted += len(samples)
+        return readings
+
+    def _update_perfusion(self, packet: NoninPacket, sensor_off: bool) -> None:
+        if sensor_off:
+            self._low_perfusion = False
+            return
+        for status in packet.statuses:
+            colour = status & _PERFUSION_BITS
+            if colour:
+                self._low_perfusion = colour == Status.RPRF
+
+    def _edges(self, state: dict[Condition, bool], now: float) -> list[Reading]:
+        events: list[Reading] = []
+        for condition in CONDITIONS:
+            active = state[condition]
+            if active != (condition in self._active):
+                if active:
+                    self._active.add(condition)
+                else:
+                    self._active.discard(condition)
+                events.append(
+                    DeviceEvent(
+                        self.device_id, condition, active, now, _CONDITION_DETAIL[condition]
+                    )
+                )
+        return events
+
+
+def _judge(
+    value: int | None, limit: int, sensor_off: bool, quality: MeasurementStatus
+) -> tuple[float | None, MeasurementStatus]:
+    """A device number as (value, status): missing or sensor off is UNAVAILABLE, a value
+    above ``limit`` INVALID, anything else the packet's ``quality``."""
+    if value is None or sensor_off:
+        return None, MeasurementStatus.UNAVAILABLE
+    if value > limit:
+        return None, MeasurementStatus.INVALID
+    return float(value), quality
+
+
+# --- registration --------------------------------------------------------------------------
+
+#: Simulator scenarios (drivers.simulate.nonin implements each).
+SCENARIOS: Final = ("normal", "desaturation", "probe_off", "noise", "unplug")
+
+
+def _settings(settings: BaseModel) -> NoninSettings:
+    if not isinstance(settings, NoninSettings):
+        raise TypeError(f"nonin needs NoninSettings, got {type(settings).__name__}")
+    return settings
+
+
+def _make_model(device_id: str, settings: BaseModel) -> SerialDeviceModel:
+    return NoninOximeter(device_id, _settings(settings))
+
+
+def _make_simulator(settings: BaseModel, scenario: str, clock: Clock, link_path: str) -> Simulator:
+    # Imported here: the simulator imports this module for the codec.
+    from drivers.simulate.nonin import NoninSimulator
+
+    return NoninSimulator(_settings(settings), scenario, clock, link_path)
+
+
+SPEC = DriverSpec(
+    name="nonin",
+    description=(
+        "Nonin pulse oximeter (OEM III, Xpod, WristOx2, Onyx II) on a serial port, data "
+        "format 7 or 2: SpO2, pulse rate, pleth at 75 Hz, sensor and perfusion conditions"
+    ),
+    settings=NoninSettings,
+    make_model=_make_model,
+    scenarios=SCENARIOS,
+    make_simulator=_make_simulator,
+)

@@ -1,0 +1,334 @@
+"""A simulated Nonin oximeter that writes real DF2/DF7 frames into a pty.
+
+Two halves, as everywhere in ``drivers``:
+
+* :class:`NoninScenario` is pure and deterministic (a seeded ``random.Random``, no clock):
+  each :meth:`~NoninScenario.step` is the next 1/3 s of the device's life, with the packet
+  it sends and the exact bytes it puts on the line.
+* :class:`NoninSimulator` plays a scenario in real (or injected) time through a
+  :class:`~drivers.simulate.pty.PtyLink`, plugging and unplugging it as the scenario says.
+
+Scenarios (names declared by the driver's ``SPEC.scenarios``):
+
+``normal``
+    SpO2 about 97 %, pulse about 72 /min with respiratory variation.
+``desaturation``
+    Normal for 20 s, SpO2 falls linearly to 85 % over 60 s, holds 20 s, recovers over
+    20 s; repeats every 120 s. Pulse rises as saturation falls.
+``probe_off``
+    Normal, but every 60 s the sensor is off for 15 s (SNSD set, HR 511, SpO2 127), then
+    the device searches for 4 s (OOT set, values still missing) before values return.
+``noise``
+    Normal, plus a burst of 8 to 48 random bytes spliced into the line every 10 s.
+``unplug``
+    Connected for 40 s, unplugged for 15 s, plugged back; repeats every 55 s.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from drivers.clock import Clock
+from drivers.oximetry.nonin import (
+    FRAME_RATE_HZ,
+    FRAMES_PER_PACKET,
+    PLETH_MAX,
+    SCENARIOS,
+    DataFormat,
+    NoninPacket,
+    NoninSettings,
+    NoninValues,
+    Status,
+    encode_packet,
+)
+from drivers.simulate.pty import PtyLink
+
+#: Firmware revision byte the simulated device reports (the one in the real capture).
+DEFAULT_FIRMWARE: Final = 0x94
+
+# Baseline physiology.
+_SPO2_NORMAL: Final = 97.0  # %
+_HR_NORMAL: Final = 72.0  # /min
+_HR_RESP_SWING: Final = 2.0  # /min, peak respiratory sinus arrhythmia
+_RESP_PERIOD_S: Final = 4.5  # about 13 breaths/min
+_SPO2_JITTER_P: Final = 0.1  # chance per packet of reading 1 % off the trajectory
+_HR_JITTER_SD: Final = 0.5  # /min
+
+# desaturation: durations in seconds, saturation in %.
+_DESAT_BASELINE_S: Final = 20.0
+_DESAT_FALL_S: Final = 60.0
+_DESAT_HOLD_S: Final = 20.0
+_DESAT_RECOVER_S: Final = 20.0
+_DESAT_NADIR: Final = 85.0
+_DESAT_HR_RISE: Final = 12.0  # /min at the nadir
+
+# probe_off: seconds within each cycle.
+_PROBE_CYCLE_S: Final = 60.0
+_PROBE_OFF_AT_S: Final = 30.0
+_PROBE_OFF_S: Final = 15.0
+_PROBE_SEARCH_S: Final = 4.0
+
+# noise: one burst per period.
+_NOISE_PERIOD_PACKETS: Final = 30  # 10 s
+_NOISE_MIN_BYTES: Final = 8
+_NOISE_MAX_BYTES: Final = 48
+
+# unplug: seconds.
+_UNPLUG_PLUGGED_S: Final = 40.0
+_UNPLUG_UNPLUGGED_S: Final = 15.0
+
+# Bytes from the driver kept for inspection: a few set-format commands' worth.
+_RECEIVED_KEEP: Final = 256
+
+# The device shows perfusion colour for about 160 ms (12 frames) of each pulse (4a).
+_PERFUSION_FRAMES: Final = 12
+
+
+class SensorState(enum.Enum):
+    """What the probe is doing during one packet."""
+
+    ON = "on"
+    OFF = "off"
+    SEARCHING = "searching"
+
+
+@dataclass(frozen=True, slots=True)
+class SimStep:
+    """One packet period (1/3 s) of the simulated device.
+
+    ``elapsed`` is seconds since the scenario started, at the start of the period;
+    ``packet`` is ``None`` while unplugged; ``wire`` is the bytes on the line for the
+    period: the encoded packet, with any noise spliced in.
+    """
+
+    elapsed: float
+    plugged: bool
+    packet: NoninPacket | None
+    wire: bytes
+
+
+def pleth_shape(phase: float) -> float:
+    """Normalised pleth pulse at ``phase`` (0..1 of one beat): about 0..1.
+
+    A systolic peak and a smaller dicrotic wave, each a Gaussian bump.
+    """
+    systolic = math.exp(-(((phase - 0.2) / 0.07) ** 2))
+    dicrotic = 0.35 * math.exp(-(((phase - 0.5) / 0.08) ** 2))
+    return systolic + dicrotic
+
+
+def desaturation_spo2(elapsed: float) -> float:
+    """Target SpO2 (%) of the ``desaturation`` scenario at ``elapsed`` seconds."""
+    t = elapsed % (_DESAT_BASELINE_S + _DESAT_FALL_S + _DESAT_HOLD_S + _DESAT_RECOVER_S)
+    depth = _SPO2_NORMAL - _DESAT_NADIR
+    if t < _DESAT_BASELINE_S:
+        return _SPO2_NORMAL
+    t -= _DESAT_BASELINE_S
+    if t < _DESAT_FALL_S:
+        return _SPO2_NORMAL - depth * t / _DESAT_FALL_S
+    t -= _DESAT_FALL_S
+    if t < _DESAT_HOLD_S:
+        return _DESAT_NADIR
+    t -= _DESAT_HOLD_S
+    return _DESAT_NADIR + depth * t / _DESAT_RECOVER_S
+
+
+class NoninScenario:
+    """Deterministic packet source for one named scenario (see the module docstring).
+
+    ``data_format`` decides the pleth scale (DF2 8-bit, DF7 16-bit) and the wire bytes;
+    the same ``seed`` always gives the same steps.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        data_format: DataFormat = 7,
+        seed: int = 0,
+        firmware: int = DEFAULT_FIRMWARE,
+    ) -> None:
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown Nonin scenario {name!r}; choose one of {SCENARIOS}")
+        self.name = name
+        self.data_format: Final[DataFormat] = data_format
+        self.firmware = firmware
+        self._rng = random.Random(seed)
+        self._index = 0
+        self._phase = 0.0  # position in the current beat, 0..1
+        self._perfusion_left = 0  # frames of perfusion colour still to show
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the scenario's start to the next step."""
+        # Whole frames over the frame rate: exact at every whole second, no drift.
+        return self._index * FRAMES_PER_PACKET / FRAME_RATE_HZ
+
+    def plugged_at(self, elapsed: float) -> bool:
+        """Whether the cable is in at ``elapsed`` seconds."""
+        if self.name != "unplug":
+            return True
+        return elapsed % (_UNPLUG_PLUGGED_S + _UNPLUG_UNPLUGGED_S) < _UNPLUG_PLUGGED_S
+
+    def sensor_at(self, elapsed: float) -> SensorState:
+        """The probe's state at ``elapsed`` seconds."""
+        if self.name != "probe_off":
+            return SensorState.ON
+        t = elapsed % _PROBE_CYCLE_S - _PROBE_OFF_AT_S
+        if 0.0 <= t < _PROBE_OFF_S:
+            return SensorState.OFF
+        if 0.0 <= t - _PROBE_OFF_S < _PROBE_SEARCH_S:
+            return SensorState.SEARCHING
+        return SensorState.ON
+
+    def spo2_target_at(self, elapsed: float) -> float:
+        """Underlying SpO2 trajectory (%) before per-packet jitter."""
+        if self.name == "desaturation":
+            return desaturation_spo2(elapsed)
+        return _SPO2_NORMAL
+
+    def hr_target_at(self, elapsed: float) -> float:
+        """Underlying pulse rate (/min): respiratory variation plus a rise in hypoxaemia."""
+        hypoxia = (_SPO2_NORMAL - self.spo2_target_at(elapsed)) / (_SPO2_NORMAL - _DESAT_NADIR)
+        resp = _HR_RESP_SWING * math.sin(2.0 * math.pi * elapsed / _RESP_PERIOD_S)
+        return _HR_NORMAL + resp + _DESAT_HR_RISE * hypoxia
+
+    def step(self) -> SimStep:
+        """The next 1/3 s of the device's life."""
+        elapsed = self.elapsed
+        index = self._index
+        self._index += 1
+        if not self.plugged_at(elapsed):
+            return SimStep(elapsed, False, None, b"")
+        packet = self._packet(elapsed)
+        wire = encode_packet(packet, self.data_format)
+        if self.name == "noise" and index % _NOISE_PERIOD_PACKETS == _NOISE_PERIOD_PACKETS - 1:
+            wire = self._splice_noise(wire)
+        return SimStep(elapsed, True, packet, wire)
+
+    def _packet(self, elapsed: float) -> NoninPacket:
+        sensor = self.sensor_at(elapsed)
+        hr = self.hr_target_at(elapsed)
+        statuses: list[int] = []
+        pleth: list[int] = []
+        for _ in range(FRAMES_PER_PACKET):
+            status, sample = self._frame(sensor, hr)
+            statuses.append(status)
+            pleth.append(sample)
+        if sensor is SensorState.ON:
+            values = NoninValues.steady(
+                round(hr + self._rng.gauss(0.0, _HR_JITTER_SD)),
+                self._spo2_reading(elapsed),
+                firmware=self.firmware,
+                timer=self._timer(elapsed),
+            )
+        else:
+            values = NoninValues.steady(
+                None, None, firmware=self.firmware, timer=self._timer(elapsed)
+            )
+        return NoninPacket.build(values, statuses, pleth)
+
+    def _frame(self, sensor: SensorState, hr: float) -> tuple[int, int]:
+        """STATUS byte and pleth sample of the next frame."""
+        if sensor is SensorState.OFF:
+            self._perfusion_left = 0
+            return Status.MARKER | Status.SNSD, self._scale(0.0)
+        self._phase += hr / 60.0 / FRAME_RATE_HZ
+        if self._phase >= 1.0:
+            self._phase -= 1.0
+            self._perfusion_left = _PERFUSION_FRAMES
+        status = Status.MARKER
+        if sensor is SensorState.SEARCHING:
+            status |= Status.OOT
+        elif self._perfusion_left:
+            status |= Status.GPRF
+        self._perfusion_left = max(0, self._perfusion_left - 1)
+        return status, self._scale(pleth_shape(self._phase))
+
+    def _scale(self, shape: float) -> int:
+        # A quarter of full scale as baseline, half of it as pulse height: stays in range.
+        full = PLETH_MAX[self.data_format]
+        return min(full, max(0, round(full * (0.25 + 0.5 * shape))))
+
+    def _spo2_reading(self, elapsed: float) -> int:
+        jitter = self._rng.choice((-1, 1)) if self._rng.random() < _SPO2_JITTER_P else 0
+        return min(100, round(self.spo2_target_at(elapsed)) + jitter)
+
+    @staticmethod
+    def _timer(elapsed: float) -> int:
+        # The real timer's unit is unverified ([U] in 4a); whole seconds are a guess.
+        return int(elapsed) & 0xFFFF
+
+    def _splice_noise(self, wire: bytes) -> bytes:
+        garbage = self._rng.randbytes(self._rng.randint(_NOISE_MIN_BYTES, _NOISE_MAX_BYTES))
+        at = self._rng.randrange(len(wire) + 1)
+        return wire[:at] + garbage + wire[at:]
+
+
+class NoninSimulator:
+    """Plays a :class:`NoninScenario` into a pty whose slave is reachable at ``link_path``.
+
+    Writes one packet (25 frames) at the end of each 1/3 s of ``clock`` time, so the line
+    carries 75 frames/s. Bytes the driver sends (the set-format command) are drained each
+    period, so the pty never fills, and the latest are kept in :attr:`received`; they are
+    not obeyed: the simulated device always streams ``settings.data_format``. Without a
+    ``seed`` the scenario is seeded from ``link_path``, so beds differ but runs repeat.
+    """
+
+    def __init__(
+        self,
+        settings: NoninSettings,
+        scenario: str,
+        clock: Clock,
+        link_path: str,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        if seed is None:
+            seed = zlib.crc32(link_path.encode())
+        self.scenario = NoninScenario(scenario, data_format=settings.data_format, seed=seed)
+        self._clock = clock
+        self._link_path = link_path
+        self._link = PtyLink(link_path)
+        self._received = bytearray()
+
+    @property
+    def port(self) -> str:
+        """The symlink the driver opens (present only while plugged)."""
+        return self._link_path
+
+    @property
+    def plugged(self) -> bool:
+        """Whether the simulated cable is in."""
+        return self._link.plugged
+
+    @property
+    def received(self) -> bytes:
+        """The last bytes (up to ``_RECEIVED_KEEP``) the driver sent to the device."""
+        return bytes(self._received)
+
+    async def run(self) -> None:
+        """Produce traffic until cancelled; the link is closed on the way out."""
+        # Sleep to deadlines on the scenario's own timeline, not for fixed periods, so slow
+        # writes and float rounding never make the stream drift.
+        start = self._clock.monotonic() - self.scenario.elapsed
+        try:
+            while True:
+                step = self.scenario.step()
+                if step.plugged and not self._link.plugged:
+                    self._link.plug()
+                elif not step.plugged and self._link.plugged:
+                    self._link.unplug()
+                # The packet's last frame leaves the device at the end of its period.
+                await self._clock.sleep(start + self.scenario.elapsed - self._clock.monotonic())
+                if step.plugged:
+                    self._link.write(step.wire)
+                    self._received += self._link.read()
+                    del self._received[:-_RECEIVED_KEEP]
+        finally:
+            self._link.close()

@@ -1,0 +1,650 @@
+"""Nonin DF2/DF7 codec and device model.
+
+Byte-exact vectors come from protocols.md section 4a ("4a. Nonin"): the real DF2 capture
+(Nonin 9560 over SPP), the synthetic DF7 frame and the long-form set-format command.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from drivers import codes, registry
+from drivers.device import SerialSettings
+from drivers.oximetry.nonin import (
+    FRAME_LEN,
+    FRAMES_PER_PACKET,
+    PACKET_LEN,
+    PACKET_PERIOD_S,
+    PLETH_MAX,
+    SPEC,
+    DataFormat,
+    NoninCodec,
+    NoninFrame,
+    NoninOximeter,
+    NoninPacket,
+    NoninSettings,
+    NoninValues,
+    Stat2,
+    Status,
+    decode_frame,
+    encode_frame,
+    encode_packet,
+    set_format_command,
+)
+from drivers.readings import (
+    CodecCounters,
+    Condition,
+    DeviceEvent,
+    Identity,
+    MeasurementStatus,
+    Numeric,
+    Reading,
+    Waveform,
+)
+
+T = TypeVar("T")
+
+FORMATS: tuple[DataFormat, ...] = (2, 7)
+NOW = 1_767_225_600.0
+
+# protocols.md 4a, "Real capture, one packet (Nonin 9560 over SPP)", re-ordered to start
+# at the SYNC frame; "x3" in the table is three identical frames.
+CAPTURE_DF2 = bytes.fromhex(
+    "01 81 43 00 C5  01 80 43 4A 0E  01 80 43 60 24  01 80 43 94 58  01 80 43 00 C4"
+    "01 80 41 00 C2  01 80 3E 17 D6  01 80 3C 04 C1  01 80 39 60 1A  01 80 36 60 17"
+    "01 80 35 60 16  01 80 34 00 B5  01 80 34 00 B5  01 80 34 00 B5  01 80 35 4A 00"
+    "01 80 36 60 17  01 80 37 60 18  01 80 3A 00 BB  01 80 40 00 C1  01 80 4A 00 CB"
+    "01 80 57 4A 22  01 80 69 00 EA  01 80 7C 4A 47  01 80 90 00 11  01 80 A1 00 22"
+)
+CAPTURE_PLETH = tuple(CAPTURE_DF2[2::FRAME_LEN])
+# protocols.md 4a, DF7 synthetic example: SYNC frame, pleth 0x1234, HR-MSB 0.
+DF7_FRAME = bytes.fromhex("81 12 34 00 C7")
+# Garbage chosen to look like frame starts in both formats (0x01 leads, bit-7 bytes).
+GARBAGE = bytes.fromhex("01 81 FF 00 01 80 80 81 12 34 55 00 C7 01")
+
+
+def make_packet(
+    *,
+    hr: int | None = 74,
+    spo2: int | None = 96,
+    status: int = Status.MARKER,
+    statuses: Sequence[int] | None = None,
+    stat2: int = 0,
+    pleth: Sequence[int] | None = None,
+    firmware: int = 0x94,
+) -> NoninPacket:
+    """A packet with every frame's STATUS = ``status`` unless ``statuses`` is given."""
+    values = NoninValues.steady(hr, spo2, firmware=firmware, stat2=stat2)
+    return NoninPacket.build(
+        values,
+        statuses if statuses is not None else [status] * FRAMES_PER_PACKET,
+        pleth if pleth is not None else range(100, 100 + FRAMES_PER_PACKET),
+    )
+
+
+def df7_vector_packet() -> NoninPacket:
+    """A DF7 packet whose first frame is the 4a synthetic frame ``81 12 34 00 C7``."""
+    return make_packet(pleth=[0x1234] + [0x2000 + i for i in range(1, FRAMES_PER_PACKET)])
+
+
+def vector(data_format: DataFormat) -> bytes:
+    return CAPTURE_DF2 if data_format == 2 else encode_packet(df7_vector_packet(), 7)
+
+
+def feed_all(codec: NoninCodec, chunks: Iterable[bytes]) -> list[NoninPacket]:
+    return [p for chunk in chunks for p in codec.feed(chunk)]
+
+
+#: How a test splits a byte stream into reads: whole, byte by byte, odd-sized pieces.
+CHUNK_SIZES = pytest.mark.parametrize("chunk", [None, 1, 7], ids=["whole", "bytes", "sevens"])
+
+
+def split(data: bytes, chunk: int | None) -> list[bytes]:
+    if chunk is None:
+        return [data]
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+
+def assert_counters_consistent(codec: NoninCodec, total: int) -> None:
+    c = codec.counters
+    assert c.bytes_received == total
+    assert FRAME_LEN * c.frames_decoded + c.bytes_dropped + codec.buffered == total
+    assert codec.buffered < PACKET_LEN
+
+
+def of_type(readings: Iterable[Reading], kind: type[T]) -> list[T]:
+    return [r for r in readings if isinstance(r, kind)]
+
+
+# --- byte-exact vectors (protocols.md 4a) -------------------------------------------------
+
+
+def test_real_df2_capture_decodes_to_the_documented_values() -> None:
+    codec = NoninCodec(2)
+    [packet] = codec.feed(CAPTURE_DF2)
+    v = packet.values
+    assert (v.hr, v.spo2, v.firmware, v.timer) == (74, 96, 0x94, 0x0017)
+    assert v.spo2_display == v.spo2_fast == v.spo2_b2b == v.e_spo2 == v.e_spo2_display == 96
+    assert v.e_hr == v.hr_display == v.e_hr_display == 74
+    assert not v.stat2 & Stat2.LOW_BATTERY
+    assert packet.statuses == (0x81,) + (0x80,) * 24
+    assert packet.pleth == CAPTURE_PLETH
+    assert CAPTURE_PLETH[:3] == (0x43, 0x43, 0x43) and CAPTURE_PLETH[-1] == 0xA1
+    assert codec.counters == CodecCounters(
+        bytes_received=PACKET_LEN, frames_decoded=FRAMES_PER_PACKET
+    )
+
+
+def test_real_df2_capture_reencodes_byte_for_byte() -> None:
+    [packet] = NoninCodec(2).feed(CAPTURE_DF2)
+    assert encode_packet(packet, 2) == CAPTURE_DF2
+
+
+def test_df7_synthetic_frame() -> None:
+    frame = NoninFrame(status=0x81, pleth=0x1234, float_byte=0x00)
+    assert encode_frame(frame, 7) == DF7_FRAME
+    assert decode_frame(DF7_FRAME, 7) == frame
+    assert encode_packet(df7_vector_packet(), 7)[:FRAME_LEN] == DF7_FRAME
+    [packet] = NoninCodec(7).feed(vector(7))
+    assert packet.frames[0] == frame
+    assert packet.values.hr == 74
+
+
+@pytest.mark.parametrize(
+    ("data_format", "expected"),
+    [(7, "02 70 04 02 07 21 9E 03"), (2, "02 70 04 02 02 21 99 03")],
+)
+def test_set_format_command(data_format: DataFormat, expected: str) -> None:
+    # 4a "Commands": checksum = low byte of 0x70 + 0x04 + data; 0x70+0x04+0x02+0x07+0x21 = 0x9E.
+    assert set_format_command(data_format) == bytes.fromhex(expected)
+
+
+def test_set_format_command_refuses_spot_check_mode() -> None:
+    with pytest.raises(ValueError, match="streaming"):
+        set_format_command(7, option=0x41)
+
+
+def test_decode_frame_rejects_bad_frames() -> None:
+    assert decode_frame(CAPTURE_DF2, 2) == NoninFrame(0x81, 0x43, 0x00)
+    assert decode_frame(CAPTURE_DF2, 7) is None  # 0x01 lacks bit 7
+    assert decode_frame(bytes.fromhex("01 81 43 00 C6"), 2) is None  # checksum
+    assert decode_frame(bytes.fromhex("02 81 43 00 C6"), 2) is None  # lead byte
+    assert decode_frame(bytes.fromhex("01 01 43 00 45"), 2) is None  # status bit 7
+    assert decode_frame(DF7_FRAME[:4], 7) is None  # too short
+
+
+def test_hr_uses_msb_bits_1_0_not_the_pufferfish_mask() -> None:
+    # HR 300 = MSB 0b10, LSB 0x2C; a 0x18 mask on the shifted MSB would give 44.
+    packet = make_packet(hr=300)
+    assert (packet.frames[0].float_byte, packet.frames[1].float_byte) == (0x02, 0x2C)
+    assert NoninCodec(7).feed(encode_packet(packet, 7))[0].values.hr == 300
+
+
+def test_missing_sentinels_decode_to_none() -> None:
+    packet = make_packet(hr=None, spo2=None)
+    assert (packet.frames[0].float_byte, packet.frames[1].float_byte) == (0x03, 0x7F)
+    assert packet.frames[2].float_byte == 127
+    [decoded] = NoninCodec(2).feed(encode_packet(packet, 2))
+    assert (decoded.values.hr, decoded.values.spo2, decoded.values.e_hr_display) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_packet_invariants_are_enforced() -> None:
+    frames = make_packet().frames
+    with pytest.raises(ValueError, match="25 frames"):
+        NoninPacket(frames[:-1])
+    with pytest.raises(ValueError, match="SYNC"):
+        NoninPacket((frames[1], *frames[1:]))
+    with pytest.raises(ValueError, match="pleth"):
+        encode_frame(NoninFrame(0x80, 256, 0), 2)
+    with pytest.raises(ValueError, match="heart rate"):
+        NoninValues.steady(512, 96, firmware=0).to_float_bytes()
+
+
+# --- h11-style feeding --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@CHUNK_SIZES
+def test_every_split_gives_the_same_packet(data_format: DataFormat, chunk: int | None) -> None:
+    data = vector(data_format)
+    [whole] = NoninCodec(data_format).feed(data)
+    codec = NoninCodec(data_format)
+    got = feed_all(codec, split(data, chunk))
+    assert got == [whole]
+    assert codec.counters.frames_decoded == FRAMES_PER_PACKET
+    assert codec.counters.bytes_dropped == 0
+    assert_counters_consistent(codec, len(data))
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("where", ["before", "between", "after", "everywhere"])
+@CHUNK_SIZES
+def test_garbage_costs_only_itself(data_format: DataFormat, where: str, chunk: int | None) -> None:
+    packet = vector(data_format)
+    g = {w: GARBAGE if where in (w, "everywhere") else b"" for w in ("before", "between", "after")}
+    data = g["before"] + packet + g["between"] + packet + g["after"]
+    codec = NoninCodec(data_format)
+    got = feed_all(codec, split(data, chunk))
+    assert len(got) == 2 and encode_packet(got[0], data_format) == packet
+    assert got[0] == got[1]
+    assert codec.counters.bytes_dropped + codec.buffered == len(data) - 2 * PACKET_LEN
+    assert codec.counters.resyncs == (1 if where in ("between", "everywhere") else 0)
+    assert_counters_consistent(codec, len(data))
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@CHUNK_SIZES
+def test_bad_checksum_aborts_the_packet_and_is_counted(
+    data_format: DataFormat, chunk: int | None
+) -> None:
+    good = vector(data_format)
+    bad = bytearray(good)
+    bad[10 * FRAME_LEN + 4] ^= 0x01  # checksum of frame 11
+    codec = NoninCodec(data_format)
+    got = feed_all(codec, split(good + bytes(bad) + good, chunk))
+    assert len(got) == 2
+    assert codec.counters.checksum_errors == 1
+    assert codec.counters.resyncs == 1
+    assert codec.counters.bytes_dropped == PACKET_LEN
+    assert_counters_consistent(codec, 3 * PACKET_LEN)
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@CHUNK_SIZES
+def test_sync_inside_a_packet_aborts_it(data_format: DataFormat, chunk: int | None) -> None:
+    good = vector(data_format)
+    truncated = good[: 12 * FRAME_LEN]  # device restarted mid-packet
+    codec = NoninCodec(data_format)
+    assert len(feed_all(codec, split(truncated + good, chunk))) == 1
+    assert codec.counters.checksum_errors == 0
+    assert codec.counters.bytes_dropped == len(truncated)
+
+
+def test_joining_mid_stream_drops_the_partial_packet_without_a_resync() -> None:
+    stream = CAPTURE_DF2 * 3
+    codec = NoninCodec(2)
+    assert len(codec.feed(stream[7 * FRAME_LEN + 2 :])) == 2
+    assert codec.counters.resyncs == 0
+    assert codec.counters.bytes_dropped == 18 * FRAME_LEN - 2
+
+
+def test_reset_drops_buffered_bytes_but_keeps_counting() -> None:
+    codec = NoninCodec(2)
+    codec.feed(CAPTURE_DF2[:60])
+    assert codec.buffered == 60
+    counters = codec.counters
+    codec.reset()
+    assert codec.counters is counters and counters.bytes_dropped == 60
+    assert codec.feed(CAPTURE_DF2[60:]) == []
+    assert len(codec.feed(CAPTURE_DF2)) == 1
+    assert_counters_consistent(codec, 2 * PACKET_LEN)
+
+
+def test_codec_refuses_unknown_format() -> None:
+    with pytest.raises(ValueError, match="2 or 7"):
+        NoninCodec(8)  # type: ignore[arg-type]
+
+
+# --- properties ---------------------------------------------------------------------------
+
+
+@st.composite
+def packets(draw: st.DrawFn, data_format: DataFormat) -> NoninPacket:
+    """Any packet the format can carry, reserved FLOAT bytes included."""
+    n = FRAMES_PER_PACKET
+    statuses = draw(st.lists(st.integers(0x80, 0xFF), min_size=n, max_size=n))
+    pleth = draw(st.lists(st.integers(0, PLETH_MAX[data_format]), min_size=n, max_size=n))
+    floats = draw(st.lists(st.integers(0, 0xFF), min_size=n, max_size=n))
+    statuses = [statuses[0] | 0x01] + [s & 0xFE for s in statuses[1:]]  # SYNC is positional
+    return NoninPacket(tuple(map(NoninFrame, statuses, pleth, floats)))
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_decode_encode_round_trip(data_format: DataFormat, data: st.DataObject) -> None:
+    sent = data.draw(st.lists(packets(data_format), min_size=1, max_size=4))
+    wire = b"".join(encode_packet(p, data_format) for p in sent)
+    cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=12))
+    codec = NoninCodec(data_format)
+    assert feed_all(codec, chunked(wire, cuts)) == sent
+    assert codec.counters.bytes_dropped == 0
+
+
+values_hr = st.none() | st.integers(0, 510)
+values_spo2 = st.none() | st.integers(0, 255).filter(lambda v: v != 127)
+
+
+@settings(max_examples=200)
+@given(
+    st.builds(
+        NoninValues,
+        hr=values_hr,
+        spo2=values_spo2,
+        spo2_display=values_spo2,
+        spo2_fast=values_spo2,
+        spo2_b2b=values_spo2,
+        e_hr=values_hr,
+        e_spo2=values_spo2,
+        e_spo2_display=values_spo2,
+        hr_display=values_hr,
+        e_hr_display=values_hr,
+        firmware=st.integers(0, 255),
+        timer=st.integers(0, 0xFFFF),
+        stat2=st.integers(0, 255),
+    )
+)
+def test_values_round_trip_through_float_bytes(values: NoninValues) -> None:
+    assert NoninValues.from_float_bytes(values.to_float_bytes()) == values
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_garbage_between_packets_costs_only_itself(
+    data_format: DataFormat, data: st.DataObject
+) -> None:
+    sent = data.draw(st.lists(packets(data_format), min_size=1, max_size=3))
+    gaps = data.draw(st.lists(st.binary(max_size=60), min_size=len(sent) + 1))
+    wire = gaps[0] + b"".join(
+        encode_packet(p, data_format) + gap for p, gap in zip(sent, gaps[1:], strict=False)
+    )
+    codec = NoninCodec(data_format)
+    assert codec.feed(wire) == sent
+    assert codec.counters.bytes_dropped + codec.buffered == len(wire) - len(sent) * PACKET_LEN
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300), max_size=8))
+def test_arbitrary_bytes_never_raise(data_format: DataFormat, chunks: list[bytes]) -> None:
+    codec = NoninCodec(data_format)
+    for p in feed_all(codec, chunks):
+        assert isinstance(p, NoninPacket)
+    assert_counters_consistent(codec, sum(map(len, chunks)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=200), max_size=6))
+def test_model_never_raises_on_arbitrary_bytes(chunks: list[bytes]) -> None:
+    model = NoninOximeter("ox", NoninSettings())
+    model.on_connect(NOW)
+    for chunk in chunks:
+        model.feed(chunk, NOW)
+    model.on_disconnect(NOW)
+    assert model.counters.bytes_received == sum(map(len, chunks))
+
+
+# --- device model -------------------------------------------------------------------------
+
+
+def connected(data_format: DataFormat = 7) -> NoninOximeter:
+    model = NoninOximeter("ox1", NoninSettings(data_format=data_format))
+    model.on_connect(NOW)
+    return model
+
+
+def feed_packets(
+    model: NoninOximeter, packets_: Sequence[NoninPacket], now: float = NOW
+) -> list[Reading]:
+    data_format = model.settings.data_format
+    return list(model.feed(b"".join(encode_packet(p, data_format) for p in packets_), now))
+
+
+def numerics(readings: Iterable[Reading]) -> dict[str, Numeric]:
+    return {n.code.refid: n for n in of_type(readings, Numeric)}
+
+
+def events(readings: Iterable[Reading]) -> list[tuple[Condition, bool]]:
+    return [(e.condition, e.active) for e in of_type(readings, DeviceEvent)]
+
+
+def test_on_connect_sends_set_format_and_publishes_nothing() -> None:
+    model = NoninOximeter("ox1", NoninSettings())
+    assert model.on_connect(NOW) == (bytes.fromhex("02 70 04 02 07 21 9E 03"), [])
+    df2 = NoninOximeter("ox1", NoninSettings(data_format=2))
+    assert df2.on_connect(NOW)[0] == set_format_command(2)
+
+
+def test_capture_becomes_readings() -> None:
+    model = connected(2)
+    readings = model.feed(CAPTURE_DF2, NOW)
+    [identity] = of_type(readings, Identity)
+    assert identity == Identity("ox1", NOW, manufacturer="Nonin", firmware="0x94")
+    n = numerics(readings)
+    assert n["MDC_PULS_OXIM_SAT_O2"] == Numeric("ox1", codes.SPO2, 96.0, codes.PERCENT, NOW)
+    assert n["MDC_PULS_OXIM_PULS_RATE"] == Numeric(
+        "ox1", codes.PULSE_RATE, 74.0, codes.BEATS_PER_MINUTE, NOW
+    )
+    assert codes.PERFUSION_INDEX.refid not in n
+    [wave] = of_type(readings, Waveform)
+    assert wave == Waveform(
+        source="ox1",
+        code=codes.PLETH,
+        unit=codes.DIMENSIONLESS,
+        sample_rate=75.0,
+        start_time=NOW - 25 / 75,
+        samples=np.array(CAPTURE_PLETH, dtype=np.float64),
+        sequence=0,
+    )
+    assert wave.samples.dtype == np.float64 and wave.duration == pytest.approx(PACKET_PERIOD_S)
+    assert events(readings) == []
+
+
+def test_identity_once_per_connection_and_sequence_counts_samples() -> None:
+    model = connected(2)
+    first = model.feed(CAPTURE_DF2, NOW)
+    second = model.feed(CAPTURE_DF2, NOW + 1 / 3)
+    assert len(of_type(first, Identity)) == 1 and of_type(second, Identity) == []
+    assert of_type(second, Waveform)[0].sequence == 25
+    model.on_disconnect(NOW + 1)
+    model.on_connect(NOW + 2)
+    again = model.feed(CAPTURE_DF2, NOW + 3)
+    assert len(of_type(again, Identity)) == 1
+    assert of_type(again, Waveform)[0].sequence == 0
+
+
+def test_packets_in_one_read_are_laid_back_to_back() -> None:
+    model = connected()
+    waves = of_type(feed_packets(model, [make_packet()] * 3), Waveform)
+    assert [w.sequence for w in waves] == [0, 25, 50]
+    assert [w.start_time for w in waves] == pytest.approx(
+        [NOW - 3 * PACKET_PERIOD_S, NOW - 2 * PACKET_PERIOD_S, NOW - PACKET_PERIOD_S]
+    )
+    assert all(n.time == NOW for n in of_type(feed_packets(model, [make_packet()] * 2), Numeric))
+
+
+def test_counters_live_across_connections() -> None:
+    model = connected(2)
+    counters = model.counters
+    model.feed(CAPTURE_DF2, NOW)
+    model.on_disconnect(NOW)
+    model.on_connect(NOW)
+    model.feed(CAPTURE_DF2, NOW)
+    assert model.counters is counters and counters.frames_decoded == 50
+
+
+@pytest.mark.parametrize(
+    ("hr", "spo2"), [(None, 96), (74, None), (None, None)], ids=["hr", "spo2", "both"]
+)
+def test_missing_sentinels_give_unavailable(hr: int | None, spo2: int | None) -> None:
+    n = numerics(feed_packets(connected(), [make_packet(hr=hr, spo2=spo2)]))
+    for refid, value in (("MDC_PULS_OXIM_PULS_RATE", hr), ("MDC_PULS_OXIM_SAT_O2", spo2)):
+        if value is None:
+            assert n[refid].value is None
+            assert n[refid].status == MeasurementStatus.UNAVAILABLE
+        else:
+            assert n[refid].value == value and n[refid].status == MeasurementStatus.NONE
+
+
+def test_sensor_off_makes_values_unavailable_even_if_sent() -> None:
+    readings = feed_packets(connected(), [make_packet(status=0x80 | Status.SNSD)])
+    for n in numerics(readings).values():
+        assert n.value is None and n.status == MeasurementStatus.UNAVAILABLE
+    assert events(readings) == [(Condition.SENSOR_OFF, True)]
+
+
+def test_spo2_above_100_is_invalid() -> None:
+    n = numerics(feed_packets(connected(), [make_packet(spo2=120)]))
+    assert n["MDC_PULS_OXIM_SAT_O2"].value is None
+    assert n["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.INVALID
+
+
+def one_frame(bits: int, frame: int = 12) -> list[int]:
+    statuses = [0x80] * FRAMES_PER_PACKET
+    statuses[frame] |= bits
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("bit", "condition", "quality"),
+    [
+        (Status.SNSD, Condition.SENSOR_OFF, MeasurementStatus.UNAVAILABLE),
+        (Status.OOT, Condition.OUT_OF_TRACK, MeasurementStatus.QUESTIONABLE),
+        (Status.ARTF, Condition.ARTIFACT, MeasurementStatus.QUESTIONABLE),
+        (Status.SNSA, Condition.SENSOR_ALARM, MeasurementStatus.INVALID),
+    ],
+)
+def test_status_conditions_are_edge_triggered(
+    bit: Status, condition: Condition, quality: MeasurementStatus
+) -> None:
+    model = connected()
+    flagged = make_packet(statuses=one_frame(bit))  # one frame of 25 is enough
+    raised = feed_packets(model, [flagged])
+    assert events(raised) == [(condition, True)]
+    assert numerics(raised)["MDC_PULS_OXIM_SAT_O2"].status == quality
+    assert events(feed_packets(model, [flagged, flagged])) == []
+    assert events(feed_packets(model, [make_packet(), make_packet()])) == [(condition, False)]
+    assert model.active_conditions == frozenset()
+
+
+def test_low_perfusion_latches_the_last_pulse_colour() -> None:
+    model = connected()
+    red = make_packet(statuses=one_frame(Status.RPRF))
+    raised = feed_packets(model, [red])
+    assert events(raised) == [(Condition.LOW_PERFUSION, True)]
+    assert numerics(raised)["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.LOW_PERFUSION
+    # Between pulses no colour bits: the state holds, no flicker.
+    between = feed_packets(model, [make_packet()] * 3)
+    assert events(between) == []
+    assert numerics(between)["MDC_PULS_OXIM_PULS_RATE"].status == MeasurementStatus.LOW_PERFUSION
+    # Yellow (green + red) is adequate perfusion.
+    yellow = make_packet(statuses=one_frame(Status.GPRF | Status.RPRF))
+    assert events(feed_packets(model, [yellow])) == [(Condition.LOW_PERFUSION, False)]
+    # The last coloured frame in a packet wins.
+    statuses = one_frame(Status.GPRF, frame=3)
+    statuses[20] |= Status.RPRF
+    assert events(feed_packets(model, [make_packet(statuses=statuses)])) == [
+        (Condition.LOW_PERFUSION, True)
+    ]
+    assert events(feed_packets(model, [make_packet(statuses=one_frame(Status.GPRF))])) == [
+        (Condition.LOW_PERFUSION, False)
+    ]
+
+
+def test_sensor_off_ends_low_perfusion() -> None:
+    model = connected()
+    feed_packets(model, [make_packet(statuses=one_frame(Status.RPRF))])
+    off = feed_packets(model, [make_packet(status=0x80 | Status.SNSD)])
+    assert events(off) == [(Condition.SENSOR_OFF, True), (Condition.LOW_PERFUSION, False)]
+
+
+def test_low_battery_from_stat2() -> None:
+    model = connected()
+    assert events(feed_packets(model, [make_packet(stat2=Stat2.LOW_BATTERY)])) == [
+        (Condition.LOW_BATTERY, True)
+    ]
+    # Other STAT2 bits (the real capture has 0x04) are not low battery.
+    assert events(feed_packets(model, [make_packet(stat2=0x04)])) == [
+        (Condition.LOW_BATTERY, False)
+    ]
+
+
+def test_on_disconnect_clears_every_active_condition_once() -> None:
+    model = connected()
+    bits = Status.SNSD | Status.OOT | Status.ARTF | Status.SNSA
+    feed_packets(model, [make_packet(status=0x80 | bits, stat2=Stat2.LOW_BATTERY)])
+    assert len(model.active_conditions) == 5
+    cleared = model.on_disconnect(NOW + 5)
+    assert {(c, a) for c, a in events(cleared)} == {
+        (c, False)
+        for c in (
+            Condition.SENSOR_OFF,
+            Condition.OUT_OF_TRACK,
+            Condition.ARTIFACT,
+            Condition.SENSOR_ALARM,
+            Condition.LOW_BATTERY,
+        )
+    }
+    assert all(e.time == NOW + 5 and e.source == "ox1" for e in of_type(cleared, DeviceEvent))
+    assert model.on_disconnect(NOW + 6) == []
+    assert model.active_conditions == frozenset()
+
+
+def test_reconnect_without_disconnect_still_clears() -> None:
+    model = connected()
+    feed_packets(model, [make_packet(status=0x80 | Status.ARTF)])
+    _, readings = model.on_connect(NOW + 1)
+    assert events(readings) == [(Condition.ARTIFACT, False)]
+
+
+def test_readings_carry_source_and_time() -> None:
+    readings = connected().feed(encode_packet(make_packet(), 7), NOW + 7)
+    assert {r.source for r in readings} == {"ox1"}
+    assert {r.time for r in readings if not isinstance(r, Waveform)} == {NOW + 7}
+
+
+# --- settings and registration ------------------------------------------------------------
+
+
+def test_settings_defaults_and_validation() -> None:
+    s = NoninSettings()
+    assert (s.data_format, s.baudrate, s.bytesize, s.parity, s.stopbits) == (7, 9600, 8, "N", 1)
+    with pytest.raises(ValidationError):
+        NoninSettings(data_format=8)
+    with pytest.raises(ValidationError):
+        NoninSettings(format=2)  # type: ignore[call-arg]
+
+
+def test_registered_in_the_registry() -> None:
+    assert registry.get("nonin") is SPEC
+    assert SPEC.settings is NoninSettings
+    model = SPEC.make_model("ox9", NoninSettings(data_format=2))
+    assert isinstance(model, NoninOximeter) and model.settings.data_format == 2
+    assert set(SPEC.scenarios) == {"normal", "desaturation", "probe_off", "noise", "unplug"}
+    with pytest.raises(TypeError):
+        SPEC.make_model("ox9", SerialSettings())
+
+
+def test_random_noise_stream_is_survivable() -> None:
+    # A long stream with random damage: every undamaged packet must come out.
+    rng = random.Random(7)
+    sent = [make_packet(hr=60 + i % 40, spo2=90 + i % 10) for i in range(60)]
+    wire = bytearray()
+    intact = []
+    for p in sent:
+        chunk = bytearray(encode_packet(p, 7))
+        if rng.random() < 0.3:
+            chunk[rng.randrange(len(chunk))] ^= 1 << rng.randrange(8)
+        else:
+            intact.append(p)
+        wire += chunk
+    codec = NoninCodec(7)
+    assert codec.feed(bytes(wire)) == intact

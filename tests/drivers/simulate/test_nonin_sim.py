@@ -1,0 +1,327 @@
+"""The simulated Nonin oximeter: the pure scenario model, then the simulator on a real pty.
+
+Time only moves through :class:`~drivers.clock.ManualClock`; the pty tests wait for bytes
+the kernel is still moving under a bounded timeout, never for time to pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers import codes, registry
+from drivers.clock import ManualClock
+from drivers.oximetry.nonin import (
+    FRAME_RATE_HZ,
+    FRAMES_PER_PACKET,
+    PACKET_LEN,
+    PACKET_PERIOD_S,
+    PLETH_MAX,
+    SCENARIOS,
+    DataFormat,
+    NoninCodec,
+    NoninOximeter,
+    NoninPacket,
+    NoninSettings,
+    Status,
+    encode_packet,
+    set_format_command,
+)
+from drivers.readings import Condition, DeviceEvent, Numeric, Reading
+from drivers.simulate.nonin import NoninScenario, NoninSimulator, SimStep, desaturation_spo2
+
+FORMATS: tuple[DataFormat, ...] = (2, 7)
+TIMEOUT = 5.0  # seconds: a bound on waiting for pty I/O, never a delay
+ALARM_BITS = Status.SNSD | Status.ARTF | Status.OOT | Status.SNSA | Status.RPRF
+
+
+def run(scenario: NoninScenario, seconds: float) -> list[SimStep]:
+    return [scenario.step() for _ in range(round(seconds / PACKET_PERIOD_S))]
+
+
+def packets(steps: Iterable[SimStep]) -> list[NoninPacket]:
+    return [s.packet for s in steps if s.packet is not None]
+
+
+def during(steps: Iterable[SimStep], start: float, end: float) -> list[SimStep]:
+    return [s for s in steps if start <= s.elapsed < end]
+
+
+def spo2_numerics(readings: Iterable[Reading]) -> list[Numeric]:
+    return [r for r in readings if isinstance(r, Numeric) and r.code == codes.SPO2]
+
+
+# --- scenario model -----------------------------------------------------------------------
+
+
+def test_every_declared_scenario_exists_and_no_other() -> None:
+    assert registry.get("nonin").scenarios == SCENARIOS
+    for name in SCENARIOS:
+        assert NoninScenario(name).step().elapsed == 0.0
+    with pytest.raises(ValueError, match="unknown Nonin scenario"):
+        NoninScenario("asystole")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_same_seed_same_bytes(name: str) -> None:
+    a = b"".join(s.wire for s in run(NoninScenario(name, seed=11), 30))
+    b = b"".join(s.wire for s in run(NoninScenario(name, seed=11), 30))
+    c = b"".join(s.wire for s in run(NoninScenario(name, seed=12), 30))
+    assert a == b and a != c
+
+
+def test_steps_advance_one_packet_period_exactly() -> None:
+    steps = run(NoninScenario("normal"), 60)
+    assert len(steps) == 180
+    assert steps[3].elapsed == 1.0 and steps[-1].elapsed == pytest.approx(60 - PACKET_PERIOD_S)
+
+
+def test_normal_vitals_and_a_pulse_at_the_heart_rate() -> None:
+    steps = run(NoninScenario("normal", seed=1), 60)
+    got = packets(steps)
+    assert all(95 <= p.values.spo2 <= 99 for p in got if p.values.spo2 is not None)
+    assert all(66 <= p.values.hr <= 78 for p in got if p.values.hr is not None)
+    assert all(not p.status_union & ALARM_BITS for p in got)
+    assert {p.values.firmware for p in got} == {0x94}
+    # One green-perfusion flash per beat: count their onsets over the minute.
+    statuses = [s for p in got for s in p.statuses]
+    onsets = sum(1 for a, b in itertools.pairwise(statuses) if b & Status.GPRF > a & Status.GPRF)
+    assert 68 <= onsets <= 76
+    # The pleth pulses: a real swing over a baseline, 75 samples a second.
+    pleth = [x for p in got for x in p.pleth]
+    assert max(pleth) > 2 * min(pleth)
+    assert len(pleth) == 60 * FRAME_RATE_HZ
+
+
+def test_desaturation_reaches_86_percent_within_the_stated_time() -> None:
+    steps = run(NoninScenario("desaturation", seed=2), 125)
+    spo2 = {s.elapsed: s.packet.values.spo2 for s in steps if s.packet is not None}
+    assert all(v is not None and v >= 95 for t, v in spo2.items() if t < 20)
+    assert min(v for t, v in spo2.items() if t <= 80 and v is not None) <= 86
+    assert all(v is not None and v <= 86 for t, v in spo2.items() if 80 <= t < 100)
+    assert all(v is not None and v >= 95 for t, v in spo2.items() if t >= 120)
+    # Pulse rises with the desaturation.
+    hr = {s.elapsed: s.packet.values.hr for s in steps if s.packet is not None}
+    assert sum(hr[t] or 0 for t in hr if 85 <= t < 95) > sum(hr[t] or 0 for t in hr if t < 10)
+
+
+def test_desaturation_trajectory() -> None:
+    assert desaturation_spo2(0) == desaturation_spo2(19.9) == 97
+    assert desaturation_spo2(50) == pytest.approx(91)
+    assert desaturation_spo2(80) == desaturation_spo2(99.9) == 85
+    assert desaturation_spo2(120) == desaturation_spo2(0)
+
+
+def test_probe_off_produces_sensor_off_then_searching_packets() -> None:
+    steps = run(NoninScenario("probe_off", seed=3), 120)
+    for cycle in (0.0, 60.0):
+        off = packets(during(steps, cycle + 30, cycle + 45))
+        assert len(off) == 45
+        for p in off:
+            assert all(s & Status.SNSD for s in p.statuses)
+            assert (p.values.hr, p.values.spo2) == (None, None)
+            # Sentinels on the wire, as the 4a table says.
+            assert (p.frames[0].float_byte & 3, p.frames[1].float_byte) == (3, 0x7F)
+            assert p.frames[2].float_byte == 127
+        searching = packets(during(steps, cycle + 45, cycle + 49))
+        assert searching and all(
+            p.status_union & Status.OOT and not p.status_union & Status.SNSD for p in searching
+        )
+        assert all(p.values.spo2 is None for p in searching)
+        assert all(not p.status_union & ALARM_BITS for p in packets(during(steps, cycle, 30)))
+        assert all(p.values.spo2 is not None for p in packets(during(steps, cycle + 49, 60)))
+
+
+def test_noise_costs_only_the_packets_it_hits() -> None:
+    steps = run(NoninScenario("noise", seed=4), 60)
+    fmt: DataFormat = 7
+    noisy = [s for s in steps if s.packet is not None and len(s.wire) > PACKET_LEN]
+    assert len(noisy) == 6  # one burst every 10 s
+    assert [round(s.elapsed) for s in noisy] == [10, 20, 30, 40, 50, 60]
+    intact = [
+        s.packet
+        for s in steps
+        if s.packet is not None
+        and encode_packet(s.packet, fmt) in (s.wire[:PACKET_LEN], s.wire[-PACKET_LEN:])
+    ]
+    codec = NoninCodec(fmt)
+    assert codec.feed(b"".join(s.wire for s in steps)) == intact
+    assert len(intact) >= len(steps) - len(noisy)
+    assert codec.counters.bytes_dropped >= sum(len(s.wire) - PACKET_LEN for s in noisy)
+
+
+def test_unplug_cycle() -> None:
+    steps = run(NoninScenario("unplug", seed=5), 110)
+    plugged = [s.plugged for s in steps]
+    assert all(plugged[:120])  # 40 s
+    assert not any(plugged[120:165])  # 15 s
+    assert all(plugged[165:285])
+    assert not any(plugged[285:])
+    assert all(s.packet is None and s.wire == b"" for s in steps if not s.plugged)
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_pleth_uses_the_format_scale(data_format: DataFormat) -> None:
+    scenario = NoninScenario("normal", data_format=data_format, seed=6)
+    pleth = [x for p in packets(run(scenario, 5)) for x in p.pleth]
+    top = PLETH_MAX[data_format]
+    assert min(pleth) >= 0 and top // 2 < max(pleth) <= top
+
+
+# --- the driver's model fed by the pure scenario ------------------------------------------
+
+
+def model_readings(name: str, seconds: float, data_format: DataFormat = 7) -> list[Reading]:
+    model = NoninOximeter("ox1", NoninSettings(data_format=data_format))
+    model.on_connect(0.0)
+    readings: list[Reading] = []
+    for step in run(NoninScenario(name, data_format=data_format, seed=8), seconds):
+        readings += model.feed(step.wire, step.elapsed + PACKET_PERIOD_S)
+    readings += model.on_disconnect(seconds)
+    return readings
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_model_sees_the_desaturation(data_format: DataFormat) -> None:
+    readings = model_readings("desaturation", 100, data_format)
+    spo2 = spo2_numerics(readings)
+    assert len(spo2) == 300
+    assert min(n.value for n in spo2 if n.value is not None) <= 86
+    assert not [r for r in readings if isinstance(r, DeviceEvent)]
+
+
+def test_model_raises_and_clears_probe_off_once_per_cycle() -> None:
+    events = [
+        (round(r.time), r.condition, r.active)
+        for r in model_readings("probe_off", 119)
+        if isinstance(r, DeviceEvent)
+    ]
+    per_cycle = [
+        (30, Condition.SENSOR_OFF, True),
+        (45, Condition.SENSOR_OFF, False),
+        (45, Condition.OUT_OF_TRACK, True),
+        (49, Condition.OUT_OF_TRACK, False),
+    ]
+    assert events == per_cycle + [(t + 60, c, a) for t, c, a in per_cycle]
+
+
+# --- the simulator on a real pty ----------------------------------------------------------
+
+
+def _lexists(path: str) -> bool:
+    return os.path.lexists(path)
+
+
+@pytest.fixture
+def link_path(tmp_path: Path) -> Iterator[str]:
+    yield str(tmp_path / "dev" / "ttyNONIN0")
+
+
+def open_port(path: str) -> int:
+    """Open the simulator's port as a serial driver would (pyserial's flags)."""
+    return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+
+async def read_exactly(fd: int, n: int) -> bytes:
+    """``n`` bytes from ``fd``, or fewer if it hangs up; bounded by ``TIMEOUT``."""
+    loop = asyncio.get_running_loop()
+
+    async def collect() -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = os.read(fd, n - len(buf))
+            except BlockingIOError:
+                ready = asyncio.Event()
+                loop.add_reader(fd, ready.set)
+                try:
+                    await ready.wait()
+                finally:
+                    loop.remove_reader(fd)
+                continue
+            except OSError as err:
+                if err.errno == errno.EIO:  # hung up
+                    break
+                raise
+            if not chunk:
+                break
+            buf += chunk
+        return bytes(buf)
+
+    return await asyncio.wait_for(collect(), TIMEOUT)
+
+
+async def test_simulator_feeds_the_driver_over_a_pty(link_path: str) -> None:
+    clock = ManualClock()
+    settings = NoninSettings()
+    make_simulator = registry.get("nonin").make_simulator
+    assert make_simulator is not None
+    sim = make_simulator(settings, "normal", clock, link_path)
+    assert isinstance(sim, NoninSimulator) and sim.port == link_path
+    model = NoninOximeter("ox1", settings)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(sim.run())
+        await clock.advance(0)
+        assert sim.plugged and _lexists(link_path)
+        fd = open_port(link_path)
+        try:
+            command, _ = model.on_connect(clock.wall())
+            os.write(fd, command)
+            readings: list[Reading] = []
+            for _ in range(6):
+                await clock.advance(PACKET_PERIOD_S)
+                readings += model.feed(await read_exactly(fd, PACKET_LEN), clock.wall())
+        finally:
+            os.close(fd)
+        task.cancel()
+    spo2 = spo2_numerics(readings)
+    assert len(spo2) == 6
+    assert all(n.value is not None and 95 <= n.value <= 99 for n in spo2)
+    assert model.counters.bytes_dropped == 0
+    assert sim.received == set_format_command(7)
+    assert not sim.plugged and not _lexists(link_path)  # cancelling unplugs
+
+
+async def test_simulator_unplugs_and_replugs(link_path: str) -> None:
+    clock = ManualClock()
+    settings = NoninSettings(data_format=2)
+    sim = NoninSimulator(settings, "unplug", clock, link_path, seed=9)
+    model = NoninOximeter("ox1", settings)
+
+    async def first_packet() -> list[Reading]:
+        fd = open_port(link_path)
+        try:
+            model.on_connect(clock.wall())
+            await clock.advance(PACKET_PERIOD_S)
+            return list(model.feed(await read_exactly(fd, PACKET_LEN), clock.wall()))
+        finally:
+            os.close(fd)
+
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(sim.run())
+        await clock.advance(0)
+        assert len(spo2_numerics(await first_packet())) == 1
+
+        fd = open_port(link_path)
+        try:
+            # Past 40 s: the cable is pulled; the open port drains and then hangs up.
+            await clock.advance(40.0 - PACKET_PERIOD_S / 2)
+            assert not sim.plugged and not _lexists(link_path)
+            await read_exactly(fd, 1 << 20)
+        finally:
+            os.close(fd)
+        model.on_disconnect(clock.wall())
+
+        # Back in at 55 s behind the same path, on a new pty.
+        await clock.advance(15.0)
+        assert sim.plugged and _lexists(link_path)
+        assert len(spo2_numerics(await first_packet())) == 1
+        task.cancel()
+    assert not _lexists(link_path)
+    assert model.counters.frames_decoded == 2 * FRAMES_PER_PACKET
