@@ -1,0 +1,1 @@
+"""The digital twin of each bed: live state now, durable store later."""
