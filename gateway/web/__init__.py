@@ -1,0 +1,1 @@
+"""The page the box serves and its JSON API."""
