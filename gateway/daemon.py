@@ -1,0 +1,132 @@
+"""The running gateway: builds hub, twin, devices, simulators and page from a :class:`Config`.
+
+Wiring only; each part's behaviour lives in its own module. Data path::
+
+    simulator -> pty -> SerialTransport -> device model (codec) -> hub -> twin -> page/API
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from drivers import registry
+from drivers.clock import Clock, SystemClock
+from drivers.device import SerialDeviceModel
+from drivers.readings import Condition, DeviceEvent, Reading
+from drivers.serial_device import open_serial, run_serial_device
+from gateway import __version__
+from gateway.config import Config, DeviceConfig
+from gateway.hub import Hub
+from gateway.supervisor import SdNotify, Supervisor
+from gateway.twin.state import BedSpec, Twin
+from gateway.web.server import WebServer
+
+log = structlog.get_logger(__name__)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notify: SdNotify | None = None,
+        listen_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.hub = Hub()
+        self.twin = Twin(
+            [BedSpec(b.id, b.label) for b in config.beds], self.clock, config.stale_after
+        )
+        self.supervisor = Supervisor(self.clock, notify=notify)
+        self.models: dict[str, SerialDeviceModel] = {}
+        self._started = self.clock.monotonic()
+        self.sim_dir = config.data_dir / "sim"
+
+        for bed, device in config.devices:
+            self._add_device(bed.id, device)
+
+        twin_feed = self.hub.subscribe("twin", maxsize=4096)
+        self.supervisor.add("twin", lambda: self.twin.consume(twin_feed), essential=True)
+        self.web = WebServer(
+            host=config.listen_host,
+            port=config.listen_port if listen_port is None else listen_port,
+            beds=self.beds,
+            health=self.health,
+            version=lambda: self.twin.version,
+            wait_changed=self.twin.wait_changed,
+            clock=self.clock,
+        )
+        self.supervisor.add("web", self._serve_page, essential=True)
+
+    def _add_device(self, bed_id: str, device: DeviceConfig) -> None:
+        spec = registry.get(device.driver)
+        model = spec.make_model(device.id, device.settings)
+        self.models[device.id] = model
+        self.twin.register_device(bed_id, device.id, device.driver, model.counters)
+        port: str | None = None
+        if device.simulate is not None:
+            assert spec.make_simulator is not None  # config validation guarantees it
+            simulator = spec.make_simulator(
+                device.settings, device.simulate, self.clock, str(self.sim_dir / device.id)
+            )
+            self.supervisor.add(f"simulator:{device.id}", simulator.run)
+            port = simulator.port
+        task = f"device:{device.id}"
+
+        def publish(reading: Reading) -> None:
+            if (
+                isinstance(reading, DeviceEvent)
+                and reading.condition is Condition.DISCONNECTED
+                and not reading.active
+            ):
+                self.supervisor.note_recovered(task)
+            self.hub.publish(reading)
+
+        async def run_device() -> None:
+            transport = open_serial(device.settings, port)  # type: ignore[arg-type]
+            await run_serial_device(device.id, model, transport, publish, self.clock)
+
+        self.supervisor.add(task, run_device)
+
+    async def _serve_page(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.web.stop()
+
+    # -- views for the API -----------------------------------------------------------------
+    def beds(self) -> list[dict[str, Any]]:
+        return self.twin.snapshot(self._device_health)
+
+    def _device_health(self, device_id: str) -> dict[str, Any]:
+        health = self.supervisor.health[f"device:{device_id}"]
+        return {"restarts": health.restarts, "last_error": health.last_error}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "gateway": self.config.gateway_id,
+            "version": __version__,
+            "uptime": round(self.clock.monotonic() - self._started, 3),
+            "beds": len(self.config.beds),
+            "devices": len(self.models),
+            "tasks": self.supervisor.as_dict(),
+            "hub": {"published": self.hub.published, "subscribers": self.hub.stats()},
+        }
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Bind the page (failing fast if it cannot), then run every task until stopped."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.web.start()
+        log.info(
+            "page listening",
+            url=f"http://{self.config.listen_host}:{self.web.port}/",
+            gateway=self.config.gateway_id,
+            beds=len(self.config.beds),
+            devices=len(self.models),
+        )
+        await self.supervisor.run(handle_signals=handle_signals)
