@@ -52,7 +52,9 @@ class Backoff:
 
     initial: float = 0.5
     factor: float = 2.0
-    cap: float = 30.0
+    # A technician who re-plugs a cable expects data back within seconds; a retry of a
+    # local port is cheap, so the cap is short.
+    cap: float = 5.0
     jitter: float = 0.5
     healthy_after: float = 60.0
 
