@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/codecs.py
+	$(BIN)/python bench/ward.py --beds 16 --seconds 15
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
