@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,8 @@ from drivers.readings import (
 from drivers.serial_device import open_serial, run_serial_device
 from drivers.simulate.pty import PtyLink
 from drivers.transport.serial import SerialTransport, TransportState
+from tests.support.ptys import TIMEOUT, device_read, fds_on
 
-TIMEOUT = 5.0  # seconds: a bound on waiting for I/O, never a delay
 DEVICE = "bed3-spo2"
 GREETING = b"FORMAT 2\r\n"
 
@@ -86,39 +85,6 @@ class Published:
 
     async def take(self, n: int) -> list[Reading]:
         return [await self.next() for _ in range(n)]
-
-
-@pytest.fixture
-def link(tmp_path: Path) -> Iterator[PtyLink]:
-    cable = PtyLink(str(tmp_path / "serial" / "by-id" / "usb-Acme_Line-1-if00"))
-    cable.plug()
-    yield cable
-    cable.close()
-
-
-async def device_read(link: PtyLink, n: int) -> bytes:
-    """What the driver sent, once ``n`` bytes crossed the pty (a kernel work queue)."""
-
-    async def collect() -> bytes:
-        buf = b""
-        while len(buf) < n:
-            buf += link.read()
-            await asyncio.sleep(0)
-        return buf
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
-
-
-def fds_on(path: str) -> int:
-    """How many of this process's descriptors are open on ``path``."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") == path:
-                count += 1
-        except OSError:
-            pass
-    return count
 
 
 def connected(time: float) -> DeviceEvent:

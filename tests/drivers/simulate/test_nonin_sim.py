@@ -7,11 +7,9 @@ the kernel is still moving under a bounded timeout, never for time to pass.
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 
 import pytest
 
@@ -35,9 +33,9 @@ from drivers.oximetry.nonin import (
 )
 from drivers.readings import Condition, DeviceEvent, Numeric, Reading
 from drivers.simulate.nonin import NoninScenario, NoninSimulator, SimStep, desaturation_spo2
+from tests.support.ptys import open_driver_end, read_exactly
 
 FORMATS: tuple[DataFormat, ...] = (2, 7)
-TIMEOUT = 5.0  # seconds: a bound on waiting for pty I/O, never a delay
 ALARM_BITS = Status.SNSD | Status.ARTF | Status.OOT | Status.SNSA | Status.RPRF
 
 
@@ -218,45 +216,6 @@ def _lexists(path: str) -> bool:
     return os.path.lexists(path)
 
 
-@pytest.fixture
-def link_path(tmp_path: Path) -> Iterator[str]:
-    yield str(tmp_path / "dev" / "ttyNONIN0")
-
-
-def open_port(path: str) -> int:
-    """Open the simulator's port as a serial driver would (pyserial's flags)."""
-    return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-
-
-async def read_exactly(fd: int, n: int) -> bytes:
-    """``n`` bytes from ``fd``, or fewer if it hangs up; bounded by ``TIMEOUT``."""
-    loop = asyncio.get_running_loop()
-
-    async def collect() -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                chunk = os.read(fd, n - len(buf))
-            except BlockingIOError:
-                ready = asyncio.Event()
-                loop.add_reader(fd, ready.set)
-                try:
-                    await ready.wait()
-                finally:
-                    loop.remove_reader(fd)
-                continue
-            except OSError as err:
-                if err.errno == errno.EIO:  # hung up
-                    break
-                raise
-            if not chunk:
-                break
-            buf += chunk
-        return bytes(buf)
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
-
-
 async def test_simulator_feeds_the_driver_over_a_pty(link_path: str) -> None:
     clock = ManualClock()
     settings = NoninSettings()
@@ -269,14 +228,16 @@ async def test_simulator_feeds_the_driver_over_a_pty(link_path: str) -> None:
         task = tg.create_task(sim.run())
         await clock.advance(0)
         assert sim.plugged and _lexists(link_path)
-        fd = open_port(link_path)
+        fd = open_driver_end(link_path)
         try:
             command, _ = model.on_connect(clock.wall())
             os.write(fd, command)
             readings: list[Reading] = []
             for _ in range(6):
                 await clock.advance(PACKET_PERIOD_S)
-                readings += model.feed(await read_exactly(fd, PACKET_LEN), clock.wall())
+                readings += model.feed(
+                    await read_exactly(fd, PACKET_LEN, eio_is_hangup=True), clock.wall()
+                )
         finally:
             os.close(fd)
         task.cancel()
@@ -295,11 +256,13 @@ async def test_simulator_unplugs_and_replugs(link_path: str) -> None:
     model = NoninOximeter("ox1", settings)
 
     async def first_packet() -> list[Reading]:
-        fd = open_port(link_path)
+        fd = open_driver_end(link_path)
         try:
             model.on_connect(clock.wall())
             await clock.advance(PACKET_PERIOD_S)
-            return list(model.feed(await read_exactly(fd, PACKET_LEN), clock.wall()))
+            return list(
+                model.feed(await read_exactly(fd, PACKET_LEN, eio_is_hangup=True), clock.wall())
+            )
         finally:
             os.close(fd)
 
@@ -308,12 +271,12 @@ async def test_simulator_unplugs_and_replugs(link_path: str) -> None:
         await clock.advance(0)
         assert len(spo2_numerics(await first_packet())) == 1
 
-        fd = open_port(link_path)
+        fd = open_driver_end(link_path)
         try:
             # Past 40 s: the cable is pulled; the open port drains and then hangs up.
             await clock.advance(40.0 - PACKET_PERIOD_S / 2)
             assert not sim.plugged and not _lexists(link_path)
-            await read_exactly(fd, 1 << 20)
+            await read_exactly(fd, 1 << 20, eio_is_hangup=True)
         finally:
             os.close(fd)
         model.on_disconnect(clock.wall())

@@ -7,89 +7,24 @@ under a bounded timeout rather than expecting bytes to be there at once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import termios
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from drivers.simulate.pty import PtyLink
-
-TIMEOUT = 5.0  # seconds: a bound on waiting for I/O, never a delay
-
-
-def _pty_fds() -> set[str]:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/dev/pts/") or target == "/dev/ptmx":
-            found.add(f"{fd} -> {target}")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_pty_leak() -> Iterator[None]:
-    before = _pty_fds()
-    yield
-    assert _pty_fds() - before == set(), "a test left pty descriptors open"
+from tests.support.ptys import device_read, open_driver_end, pty_fds, read_exactly
 
 
 @pytest.fixture
-def link(tmp_path: Path) -> Iterator[PtyLink]:
-    cable = PtyLink(str(tmp_path / "dev" / "serial" / "by-id" / "usb-Test_Oximeter-if00"))
-    yield cable
-    cable.close()
+def link_plugged() -> bool:
+    """The shared ``link`` fixture, unplugged: these tests plug it themselves."""
+    return False
 
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
-
-
-def open_driver_end(path: str) -> int:
-    """Open the port the way a driver does (pyserial's flags)."""
-    return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-
-
-async def driver_read(fd: int, n: int) -> bytes:
-    loop = asyncio.get_running_loop()
-
-    async def collect() -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                chunk = os.read(fd, n - len(buf))
-            except BlockingIOError:
-                ready = asyncio.Event()
-                loop.add_reader(fd, ready.set)
-                try:
-                    await ready.wait()
-                finally:
-                    loop.remove_reader(fd)
-                continue
-            if not chunk:
-                break  # hung up
-            buf += chunk
-        return bytes(buf)
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
-
-
-async def device_read(link: PtyLink, n: int) -> bytes:
-    """What the driver sent, as seen by the simulator, once ``n`` bytes arrived."""
-
-    async def collect() -> bytes:
-        buf = b""
-        while len(buf) < n:
-            buf += link.read()
-            await asyncio.sleep(0)
-        return buf
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
 
 
 def test_nothing_exists_before_plug(link: PtyLink) -> None:
@@ -136,7 +71,7 @@ async def test_bytes_flow_both_ways(link: PtyLink) -> None:
     fd = open_driver_end(link.link_path)
     try:
         assert link.write(b"\x01\x81\x60\x4c\x62") == 5
-        assert await driver_read(fd, 5) == b"\x01\x81\x60\x4c\x62"
+        assert await read_exactly(fd, 5) == b"\x01\x81\x60\x4c\x62"
 
         os.write(fd, b"\x02\x70\x02\x02\x08\x03")  # e.g. a data-format selection
         assert await device_read(link, 6) == b"\x02\x70\x02\x02\x08\x03"
@@ -164,7 +99,7 @@ async def test_unplug_hangs_up_the_driver_and_removes_the_link(link: PtyLink) ->
         assert link.slave_name is None
         assert not _exists(link.link_path)
         # The driver's open port reads end-of-file, as after a pulled USB cable.
-        assert await driver_read(fd, 1) == b""
+        assert await read_exactly(fd, 1) == b""
         assert link.write(b"x") == 0
         assert link.read() == b""
     finally:
@@ -185,8 +120,8 @@ async def test_replug_serves_a_new_pty_behind_the_same_path(link: PtyLink) -> No
         new = open_driver_end(link.link_path)
         try:
             link.write(b"hello again")
-            assert await driver_read(new, 11) == b"hello again"
-            assert await driver_read(old, 1) == b""  # the old end stays dead
+            assert await read_exactly(new, 11) == b"hello again"
+            assert await read_exactly(old, 1) == b""  # the old end stays dead
         finally:
             os.close(new)
     finally:
@@ -203,12 +138,12 @@ def test_unplug_leaves_a_link_someone_else_repointed(link: PtyLink, tmp_path: Pa
 
 
 def test_close_releases_everything(tmp_path: Path) -> None:
-    before = _pty_fds()
+    before = pty_fds()
     cable = PtyLink(str(tmp_path / "ttyS9"))
     cable.plug()
-    assert len(_pty_fds() - before) == 2  # master and the slave it holds open
+    assert len(pty_fds() - before) == 2  # master and the slave it holds open
     cable.close()
     cable.close()
-    assert _pty_fds() == before
+    assert pty_fds() == before
     assert not os.path.lexists(cable.link_path)
     assert "unplugged" in repr(cable)

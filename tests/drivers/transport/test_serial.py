@@ -22,31 +22,9 @@ import serial
 from drivers.device import DeviceDisconnected, DeviceUnavailable, TransportStateError
 from drivers.simulate.pty import PtyLink
 from drivers.transport.serial import SerialTransport, TransportState
-
-TIMEOUT = 5.0  # seconds: a bound on waiting for I/O, never a delay
-
+from tests.support.ptys import TIMEOUT, read_exactly, read_n
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _pty_fds() -> set[str]:
-    """This process's descriptors on ptys, as 'fd -> target' strings."""
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/dev/pts/") or target == "/dev/ptmx":
-            found.add(f"{fd} -> {target}")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_pty_leak() -> Iterator[None]:
-    before = _pty_fds()
-    yield
-    assert _pty_fds() - before == set(), "a test left pty descriptors open"
 
 
 class Pty:
@@ -70,23 +48,7 @@ class Pty:
         assert os.write(self.master, data) == len(data)
 
     async def receive(self, n: int) -> bytes:
-        return await asyncio.wait_for(_read_fd(self.master, n), TIMEOUT)
-
-
-async def _read_fd(fd: int, n: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            buf += os.read(fd, n - len(buf))
-        except BlockingIOError:
-            ready = asyncio.Event()
-            loop.add_reader(fd, ready.set)
-            try:
-                await ready.wait()
-            finally:
-                loop.remove_reader(fd)
-    return bytes(buf)
+        return await read_exactly(self.master, n)
 
 
 @pytest.fixture
@@ -94,18 +56,6 @@ def pty() -> Iterator[Pty]:
     pair = Pty()
     yield pair
     pair.pull()
-
-
-async def read_n(transport: SerialTransport, n: int) -> bytes:
-    """Read until ``n`` bytes arrived; the transport returns what is there, maybe less."""
-
-    async def collect() -> bytes:
-        buf = b""
-        while len(buf) < n:
-            buf += await transport.read()
-        return buf
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
 
 
 async def settle() -> None:
@@ -217,25 +167,20 @@ async def test_pulled_cable_fails_the_next_read_and_write(pty: Pty) -> None:
 
 
 async def test_replug_a_new_transport_on_the_same_link_reads_the_new_pty(
-    tmp_path: Path,
+    link: PtyLink,
 ) -> None:
-    link = PtyLink(str(tmp_path / "serial" / "by-id" / "usb-Nonin_3150-if00"))
-    try:
-        link.plug()
-        first = SerialTransport(link.link_path)
-        await first.open()
-        link.unplug()
-        with pytest.raises(DeviceDisconnected):
-            await asyncio.wait_for(first.read(), TIMEOUT)
-        await first.close()
+    first = SerialTransport(link.link_path)
+    await first.open()
+    link.unplug()
+    with pytest.raises(DeviceDisconnected):
+        await asyncio.wait_for(first.read(), TIMEOUT)
+    await first.close()
 
-        # The cable is back, possibly on another /dev/pts number, behind the same path.
-        link.plug()
-        async with SerialTransport(link.link_path) as second:
-            assert link.write(b"back") == 4
-            assert await read_n(second, 4) == b"back"
-    finally:
-        link.close()
+    # The cable is back, possibly on another /dev/pts number, behind the same path.
+    link.plug()
+    async with SerialTransport(link.link_path) as second:
+        assert link.write(b"back") == 4
+        assert await read_n(second, 4) == b"back"
 
 
 # -- opening failures ------------------------------------------------------------------------
