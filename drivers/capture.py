@@ -13,6 +13,7 @@ times derived from the line rate.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,21 @@ class CaptureError(ValueError):
 
 def read_capture(path: Path) -> Iterator[tuple[float, bytes]]:
     """Yield ``(t, bytes)`` per line; raise :class:`CaptureError` naming a bad line."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
-                yield float(record["t"]), bytes.fromhex(record["rx"])
+                record = json.loads(raw.decode("utf-8"))
+                t = float(record["t"])
+                if not math.isfinite(t):
+                    raise ValueError("t is not a finite number")
+                yield t, bytes.fromhex(record["rx"])
             except (ValueError, KeyError, TypeError) as exc:
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
                 raise CaptureError(
-                    f"{path}:{number}: not a capture line ({exc}); "
-                    'expected {"t": seconds, "rx": "hex bytes"}'
+                    f"{path}:{number}: not a capture line ({reason}); "
+                    'expected {"t": seconds, "rx": "hex bytes"} (raw bytes need --raw)'
                 ) from None
 
 

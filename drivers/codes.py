@@ -1,8 +1,8 @@
-"""IEEE 11073-10101 (MDC) nomenclature and UCUM units used by the drivers.
+"""IEEE 11073-10101 (MDC) nomenclature and UCUM units used by the drivers and the gateway.
 
 Context-free codes are partition * 65536 + term code (see ``protocols.md`` section 7.1);
 the values here follow the IHE PCD Technical Framework tables quoted in section 7.2.
-Only codes that a driver actually emits belong here; add a code together with its user.
+Only codes the project uses or is about to use (ECG, from the ECG issue) belong here.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.readings import CodecCounters, Reading
 
@@ -80,10 +80,19 @@ class SerialSettings(BaseModel):
     simulated; the gateway then supplies the simulator's port.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a wrong type in config.toml is refused, never coerced (true is not 1 baud).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     port: str | None = None
     baudrate: int = Field(default=9600, gt=0, description="bits per second")
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Parity = "N"
     stopbits: Literal[1, 2] = 1
+
+    @field_validator("bytesize", "stopbits", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # Literal matching would take 8.0 for 8 (and True for 1): refuse anything not an int.
+        if type(value) is not int:
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value

@@ -94,10 +94,14 @@ class Numeric:
 class Waveform:
     """A chunk of consecutive samples of one signal.
 
-    ``samples`` is a read-only 1-D numpy array in ``unit`` (device-scaled, dimensionless
-    for pleth); sample ``i`` was taken at ``start_time + i / sample_rate``. ``sample_rate``
-    is in Hz. ``sequence`` counts samples since the device connected, so a consumer can
-    see a gap.
+    ``samples`` is a read-only 1-D numpy array in ``unit`` (device-scaled, dimensionless for
+    pleth); sample ``i`` was taken at ``start_time + i / sample_rate``. ``sample_rate`` is
+    in Hz. ``sequence`` is the index of the first sample among those the driver emitted
+    since the device connected: consecutive chunks continue it. A driver that knows samples
+    were lost (a device sample counter, a dropped packet it can count) advances it by the
+    number lost, so the jump shows the gap; one that cannot tell keeps it contiguous.
+    ``resolution`` is the size of one device count in ``unit``: every sample is a whole
+    multiple of it, which lets the store keep the signal losslessly as integers.
     """
 
     source: str
@@ -108,6 +112,7 @@ class Waveform:
     samples: npt.NDArray[np.float64]
     sequence: int = 0
     device_time: float | None = None
+    resolution: float = 1.0
 
     def __post_init__(self) -> None:
         self.samples.setflags(write=False)
@@ -123,6 +128,7 @@ class Waveform:
             and self.start_time == other.start_time
             and self.sequence == other.sequence
             and self.device_time == other.device_time
+            and self.resolution == other.resolution
             and np.array_equal(self.samples, other.samples)
         )
 

@@ -45,7 +45,8 @@ async def run_serial_device(
       ``on_disconnect`` readings and DISCONNECTED active with the reason);
     * ``CancelledError``: the owner stopped it;
     * anything else: a bug (for example in the model), left for the supervisor to log
-      with its traceback.
+      with its traceback, after publishing DISCONNECTED active ("driver error") so the
+      device is never shown as connected while its task is down.
 
     In every case the transport is closed before the exception leaves.
     """
@@ -66,6 +67,15 @@ async def run_serial_device(
     except DeviceDisconnected as err:
         _publish_all(publish, model.on_disconnect(clock.wall()))
         publish(_link_event(device_id, clock, active=True, detail=str(err)))
+        raise
+    except DeviceUnavailable:
+        raise
+    except Exception as err:
+        try:
+            _publish_all(publish, model.on_disconnect(clock.wall()))
+        finally:
+            detail = f"driver error: {type(err).__name__}; restarting"
+            publish(_link_event(device_id, clock, active=True, detail=detail))
         raise
     finally:
         await transport.close()

@@ -27,7 +27,7 @@ import random
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -114,6 +114,7 @@ class Supervisor:
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         notify: SdNotify | None = None,
+        on_stuck: Callable[[list[str]], None] = lambda _names: os._exit(1),
     ) -> None:
         self._clock = clock
         self._rng = rng or random.Random()
@@ -124,6 +125,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._group_tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self._on_stuck = on_stuck
 
     def add(
         self,
@@ -176,6 +178,18 @@ class Supervisor:
         self._notify.send("STOPPING=1")
         for task in self._group_tasks:
             task.cancel()
+        # asyncio cannot force a task that swallows its cancellation: give every task
+        # STOP_TIMEOUT seconds, then name the stuck ones and leave anyway.
+        timer = asyncio.ensure_future(self._clock.sleep(STOP_TIMEOUT))
+        all_done = asyncio.ensure_future(asyncio.wait(self._group_tasks))
+        await asyncio.wait((timer, all_done), return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()
+        all_done.cancel()
+        stuck = [t for t in self._group_tasks if not t.done()]
+        if stuck:
+            names = sorted(t.get_name() for t in stuck)
+            log.error("tasks did not stop in time; exiting regardless", tasks=names)
+            self._on_stuck(names)
 
     async def _run_essential(self, spec: _Spec) -> None:
         health = self.health[spec.name]
@@ -282,7 +296,6 @@ class SdNotify:
 
     address: str | None = None
     watchdog_usec: int | None = None
-    sent: list[str] = field(default_factory=list)
 
     @classmethod
     def from_environment(cls) -> SdNotify:
@@ -313,6 +326,5 @@ class SdNotify:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(target)
                 sock.sendall(message.encode())
-            self.sent.append(message)
         except OSError as exc:
             log.warning("sd_notify failed", error=str(exc))

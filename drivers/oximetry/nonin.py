@@ -497,9 +497,17 @@ class NoninCodec:
 
 
 class NoninSettings(SerialSettings):
-    """Serial settings (9600 8N1 by default) plus the data format to select at connect."""
+    """Serial settings (9600 8N1 by default), the data format the device streams, and
+    whether to select that format at connect.
+
+    ``select_format`` is off by default: the set-format command also rewrites the device's
+    stored option byte (for example Bluetooth at power-up on a 9560), so sending it changes
+    a device setting, and the gateway only reads from medical devices unless a technician
+    opts in for a device that must be switched to ``data_format``.
+    """
 
     data_format: DataFormat = 7
+    select_format: bool = False
 
 
 #: Conditions raised straight from a STATUS bit set in any frame of a packet.
@@ -575,7 +583,8 @@ class NoninOximeter:
         return frozenset(self._active)
 
     def on_connect(self, now: float) -> tuple[bytes, Sequence[Reading]]:
-        """Reset for a fresh link; returns the set-format command and no readings.
+        """Reset for a fresh link; returns the set-format command (only when the settings
+        opt in with ``select_format``) and no readings.
 
         Conditions left raised by a link that ended without :meth:`on_disconnect` are
         cleared here, so every connection starts from a clean slate.
@@ -585,7 +594,10 @@ class NoninOximeter:
         self._low_perfusion = False
         self._identified = False
         self._samples_emitted = 0
-        return set_format_command(self.settings.data_format), cleared
+        command = (
+            set_format_command(self.settings.data_format) if self.settings.select_format else b""
+        )
+        return command, cleared
 
     def feed(self, data: bytes, now: float) -> Sequence[Reading]:
         """Decode ``data`` received at wall time ``now`` (UTC s) into readings."""

@@ -2,8 +2,9 @@
 
 The twin is the single place that decides whether a value is *stale*: a vital is stale when
 it is older than ``stale_after`` seconds, when the device that produced it is not connected,
-or when the device reported no value. Consumers (page, API, alarms) read staleness from here
-rather than guessing.
+or when the device reported no value or marked it invalid. A connected device from which
+nothing arrived for ``stale_after`` seconds carries the derived condition ``no_data``.
+Consumers (page, API, alarms) read staleness from here rather than guessing.
 
 Device link states and their transitions, in one place::
 
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 #: Seconds after which a vital is shown as stale unless refreshed.
 DEFAULT_STALE_AFTER = 5.0
+#: A value the device itself marks unusable is never shown as current.
+_NOT_CURRENT = MeasurementStatus.INVALID | MeasurementStatus.UNAVAILABLE
 
 
 class Link(enum.Enum):
@@ -190,13 +193,20 @@ class Twin:
 
     # -- views -------------------------------------------------------------------------
     def is_stale(self, bed: BedState, vital: Vital, now: float) -> bool:
+        """Whether ``vital`` must not be shown as a current value."""
         device = bed.devices.get(vital.source)
         return (
             vital.value is None
+            or bool(vital.status & _NOT_CURRENT)
             or now - vital.received > self.stale_after
             or device is None
             or device.link is not Link.CONNECTED
         )
+
+    def _silent(self, device: DeviceState, now: float) -> bool:
+        """Connected, but nothing arrived for longer than ``stale_after``."""
+        last = device.since if device.last_data is None else max(device.last_data, device.since)
+        return device.link is Link.CONNECTED and now - last > self.stale_after
 
     def snapshot(
         self, extra_device_fields: Callable[[str], Mapping[str, Any]] | None = None
@@ -225,7 +235,10 @@ class Twin:
                     "state": d.link.value,
                     "state_age": round(now - d.since, 3),
                     "detail": d.detail,
-                    "conditions": sorted(c.value for c in d.conditions),
+                    "conditions": sorted(
+                        [c.value for c in d.conditions]
+                        + (["no_data"] if self._silent(d, now) else [])
+                    ),
                     "last_data_age": None if d.last_data is None else round(now - d.last_data, 3),
                     "waveform_samples": d.waveform_samples,
                     **d.counters.as_dict(),

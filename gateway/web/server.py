@@ -10,7 +10,10 @@ Routes::
 
 The server never decides what is stale: it forwards the twin's ``stale`` flags and ages. Its
 job is to get them to the page soon enough that a value is never shown as current after the
-twin has called it stale, and to let the page notice when the gateway has gone away.
+twin has called it stale, and to let the page notice when the gateway has gone away. The page
+does not rely on pushes alone: ``hello`` tells it the twin's ``stale_after``, and it greys a
+value whose age, counted on in the browser since the last push, passes that limit, so a
+stream that stalls without closing (gateway hung) cannot keep an old value looking current.
 
 Time is the injected :class:`~drivers.clock.Clock`: push pacing, heartbeats and stale checks all
 run on it, so tests drive them with ``ManualClock.advance`` instead of sleeping.
@@ -131,7 +134,9 @@ class WebServer:
     ``beds``, ``health``, ``version`` and ``wait_changed`` are the twin's views, passed in
     as callables so this layer needs nothing from above it. ``stale_check_interval`` is how
     often (clock seconds) each stream re-reads the snapshot to catch values that went stale
-    without any new reading arriving; it bounds how long a stale value can look current.
+    without any new reading arriving. ``stale_after`` is the twin's own threshold (the daemon
+    passes ``config.stale_after``); it is only forwarded to the page in ``hello``, so the page
+    can age values by itself between pushes and when pushes stop coming.
     """
 
     def __init__(
@@ -145,15 +150,18 @@ class WebServer:
         wait_changed: Callable[[int], Awaitable[int]],
         clock: Clock,
         min_push_interval: float = 0.25,
-        heartbeat_interval: float = 5.0,
+        heartbeat_interval: float = 2.0,
         stale_check_interval: float = 1.0,
+        stale_after: float = 5.0,
     ) -> None:
         for name, value in (
             ("min_push_interval", min_push_interval),
             ("heartbeat_interval", heartbeat_interval),
             ("stale_check_interval", stale_check_interval),
+            ("stale_after", stale_after),
         ):
-            if not value > 0:
+            # Also rejects NaN; infinity would reach the page as null (not JSON).
+            if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.host = host
         self._port = port
@@ -165,6 +173,7 @@ class WebServer:
         self.min_push_interval = min_push_interval
         self.heartbeat_interval = heartbeat_interval
         self.stale_check_interval = stale_check_interval
+        self.stale_after = stale_after
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._streams: set[_Stream] = set()
@@ -293,7 +302,7 @@ class _Stream:
         data: <JSON array, exactly beds()>
 
         event: hello                     once, right after the first beds event
-        data: {"heartbeat_interval": s, "min_push_interval": s}
+        data: {"heartbeat_interval": s, "min_push_interval": s, "stale_after": s}
 
     A ``beds`` event is pushed:
 
@@ -304,7 +313,8 @@ class _Stream:
       flag differs from what the page was last sent (values go stale without any reading);
     * when nothing else was pushed for ``heartbeat_interval``, so the page's ages are
       re-based and it can tell a quiet ward from a dead connection (the page treats a stream
-      silent for about twice the heartbeat as lost; ``hello`` tells it the interval).
+      silent for ``max(2 * heartbeat_interval, stale_after) + 1`` seconds as lost; ``hello``
+      tells it both).
 
     Three tasks, owned by a task group: this writer, a watcher on ``wait_changed`` and a
     one-shot timer on the clock for the next deadline. Both of the latter only set an event
@@ -406,6 +416,7 @@ class _Stream:
             hello = {
                 "heartbeat_interval": server.heartbeat_interval,
                 "min_push_interval": server.min_push_interval,
+                "stale_after": server.stale_after,
             }
             block += f"event: hello\ndata: {dumps(hello)}\n\n"
         await self._response.write(block.encode())

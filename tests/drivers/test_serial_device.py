@@ -230,8 +230,10 @@ async def test_a_model_bug_propagates_and_the_port_is_still_closed(link: PtyLink
         await asyncio.wait_for(task, TIMEOUT)
     assert transport.state is TransportState.CLOSED
     assert fds_on(slave) == 1
-    # A bug is not a disconnection: no DISCONNECTED event is invented for it.
-    assert published.readings[-1] == connected(clock.wall())
+    # The device must not look connected while its task is down: the link is reported lost.
+    last = published.readings[-1]
+    assert isinstance(last, DeviceEvent) and last.condition is Condition.DISCONNECTED
+    assert last.active and last.detail == "driver error: RuntimeError; restarting"
 
 
 async def test_a_failing_greeting_write_is_a_disconnection(link: PtyLink) -> None:

@@ -170,33 +170,82 @@ async def test_sigterm_stops_every_task_and_notifies(tmp_path: Path) -> None:
     os.kill(os.getpid(), 15)
     await asyncio.wait_for(runner, 5)
     assert sorted(cancelled) == ["device:a", "device:b", "web"]
-    messages = []
-    while True:
-        try:
-            messages.append(listener.recv(4096).decode())
-        except BlockingIOError:
-            break
+    messages = drain_datagrams(listener)
     listener.close()
     assert messages[0].startswith("READY=1")
     assert "WATCHDOG=1" in messages
     assert messages[-1] == "STOPPING=1"
 
 
-async def test_watchdog_is_withheld_when_the_loop_lags_or_an_essential_task_is_dead() -> None:
-    clock = ManualClock()
-    sup = Supervisor(clock, notify=SdNotify(address="/nonexistent", watchdog_usec=2_000_000))
+def drain_datagrams(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
 
-    async def ok() -> None:
+
+async def test_watchdog_pings_each_period_and_goes_silent_when_an_essential_task_dies(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.setblocking(False)
+    sup = Supervisor(
+        clock, notify=SdNotify(address=str(tmp_path / "notify"), watchdog_usec=2_000_000)
+    )
+    page_dies = asyncio.Event()
+
+    async def page() -> None:
+        await page_dies.wait()
+        raise RuntimeError("page crashed")
+
+    async def device() -> None:
         await asyncio.Event().wait()
 
-    sup.add("web", ok, essential=True)
+    sup.add("web", page, essential=True)
+    sup.add("device:a", device)
     runner = asyncio.create_task(sup.run(handle_signals=False))
     await _until(lambda: sup.ready.is_set())
+    for _ in range(3):
+        await clock.advance(1.0)
+    assert drain_datagrams(listener).count("WATCHDOG=1") == 3
     assert sup.healthy(late=0.0, interval=1.0)
-    assert not sup.healthy(late=1.5, interval=1.0)
+    assert not sup.healthy(late=1.5, interval=1.0)  # the loop missed a whole period
+    page_dies.set()
+    with pytest.raises(ExceptionGroup):
+        await asyncio.wait_for(runner, 5)
+    assert not sup.essential_tasks_alive()
+    assert "WATCHDOG=1" not in drain_datagrams(listener)
+    listener.close()
+
+
+async def test_tasks_that_ignore_cancellation_are_named_and_do_not_block_stop() -> None:
+    clock = ManualClock()
+    stuck_names: list[list[str]] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.Event().wait()  # swallows the first cancellation
+
+    sup = Supervisor(clock, notify=SdNotify(), on_stuck=stuck_names.append)
+    sup.add("device:stubborn", stubborn)
+    runner = asyncio.create_task(sup.run(handle_signals=False))
+    await _until(lambda: sup.ready.is_set())
     sup.stop()
-    await asyncio.wait_for(runner, 5)
-    assert not sup.healthy(late=0.0, interval=1.0)
+    await _until(lambda: clock.sleepers == 1)  # the stop timer is running
+    await clock.advance(4.9)
+    assert stuck_names == []
+    await clock.advance(0.2)  # STOP_TIMEOUT passed
+    assert stuck_names == [["device:stubborn"]]
+    # In production on_stuck exits the process; here the test tidies up instead.
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(runner, 5)
 
 
 def test_sd_notify_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

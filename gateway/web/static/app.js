@@ -2,13 +2,16 @@
  * Nurse page: shows the beds the gateway pushes over /api/stream (Server-Sent Events).
  *
  * Rules this file keeps (patient safety, see docs/ARCHITECTURE.md):
- * - A value is shown as current only while the gateway says it is not stale AND the stream is
- *   alive. Otherwise it is greyed and struck through with "stale <age>", or "---" if there is
- *   no value at all.
- * - The gateway decides staleness; the page only adds its own seconds to the ages it was sent,
- *   so the displayed age keeps counting between pushes.
- * - A stream that errors, or stays silent for about twice the gateway's heartbeat, is "lost":
- *   a banner says so and every value is marked stale until data arrives again.
+ * - A value is shown as current only while the gateway says it is not stale AND its age is
+ *   within the gateway's stale_after AND the stream is alive. Otherwise it is greyed and struck
+ *   through with "stale <age>", or "---" if there is no value at all.
+ * - The page adds its own seconds to the ages it was sent, so an age keeps counting between
+ *   pushes, and a value whose age so counted passes stale_after is greyed at once, without
+ *   waiting for the gateway to say so: a stream that stalls without closing (gateway hung)
+ *   must not keep an old value looking current.
+ * - A stream that errors, or stays silent for max(2 * heartbeat, stale_after) + 1 seconds, is
+ *   "lost": a banner says so and every value is marked stale until data arrives again.
+ * - Values the device marks invalid or unavailable are never shown in the live colours.
  * - Data reaches the DOM through textContent and data attributes only, never as markup.
  */
 "use strict";
@@ -41,6 +44,7 @@
     artifact: "artifact",
     low_perfusion: "low perfusion",
     low_battery: "low battery",
+    no_data: "no data",
   };
 
   /** Measurement status flags in words. */
@@ -59,8 +63,15 @@
     disconnected: "disconnected",
   };
 
-  /** Used until the gateway's hello says otherwise; generous so a slow start is not "lost". */
-  const DEFAULT_WATCHDOG_MS = 20000;
+  /** Used until the gateway's hello says otherwise (seconds): the gateway's own defaults. */
+  const DEFAULT_STALE_AFTER = 5;
+  const DEFAULT_HEARTBEAT = 2;
+  /** Seconds of silence beyond max(2 heartbeats, stale_after) before the stream is "lost". */
+  const WATCHDOG_MARGIN = 1;
+  /** Milliseconds added to a timer for a deadline, so it fires just past it, not just before. */
+  const DEADLINE_SLACK_MS = 10;
+  /** Status flags that make a value unusable even when it is fresh. */
+  const UNUSABLE = new Set(["invalid", "unavailable"]);
   /** Delay before re-creating a stream the browser gave up on (it retries others itself). */
   const RECONNECT_MS = 3000;
 
@@ -69,9 +80,14 @@
     receivedAt: 0,
     lastMessageAt: 0,
     connection: "connecting",
-    watchdogMs: DEFAULT_WATCHDOG_MS,
+    staleAfter: DEFAULT_STALE_AFTER,
+    heartbeat: DEFAULT_HEARTBEAT,
+    connectStartedAt: 0,
     source: null,
     reconnectTimer: null,
+    /** performance.now() at which the next shown-as-current value turns stale. */
+    nextFlipAt: Infinity,
+    deadlineTimer: null,
   };
 
   /** bed id -> {root, parts...} for tiles on screen. */
@@ -99,11 +115,17 @@
     return `${Math.floor(s / 3600)} h`;
   }
 
+  /** Milliseconds of silence after which the stream is taken for lost. */
+  function watchdogMs() {
+    return (Math.max(2 * page.heartbeat, page.staleAfter) + WATCHDOG_MARGIN) * 1000;
+  }
+
   // -- connection ------------------------------------------------------------------------
 
   function connect() {
     if (page.source !== null) page.source.close();
     clearTimeout(page.reconnectTimer);
+    page.connectStartedAt = performance.now();
     const source = new EventSource("/api/stream");
     page.source = source;
     source.addEventListener("beds", (event) => {
@@ -130,10 +152,11 @@
       console.error("bad hello event", err);
       return;
     }
-    const heartbeat = Number(hello.heartbeat_interval);
-    if (Number.isFinite(heartbeat) && heartbeat > 0) {
-      page.watchdogMs = Math.max(2 * heartbeat + 5, 10) * 1000;
-    }
+    if (!hello || typeof hello !== "object") return;
+    const positive = (x) => typeof x === "number" && Number.isFinite(x) && x > 0;
+    if (positive(hello.heartbeat_interval)) page.heartbeat = hello.heartbeat_interval;
+    if (positive(hello.stale_after)) page.staleAfter = hello.stale_after;
+    render();
   }
 
   function onBeds(data) {
@@ -183,17 +206,33 @@
       });
   }
 
-  /** Once a second: keep ages counting and notice a stream that went quiet. */
+  /**
+   * Once a second, and at each deadline: keep ages counting and notice a stream that went
+   * quiet. A half-open connection (gateway hung or powered off, cable pulled) never errors by
+   * itself, and neither does a reconnect that the other end accepts but never answers.
+   */
   function tick() {
-    if (
-      page.connection === "live" &&
-      performance.now() - page.lastMessageAt > page.watchdogMs
-    ) {
-      // A half-open connection (gateway powered off, cable pulled) never errors by itself.
-      setConnection("lost");
+    const now = performance.now();
+    const heardAt = Math.max(page.lastMessageAt, page.connectStartedAt);
+    if (page.source !== null && now - heardAt > watchdogMs()) {
+      if (page.connection === "live") setConnection("lost");
       connect();
     }
     render();
+  }
+
+  /** Wake up just after the next value turns stale or the stream's silence turns "lost". */
+  function scheduleDeadline() {
+    let at = page.nextFlipAt;
+    if (page.source !== null) {
+      at = Math.min(at, Math.max(page.lastMessageAt, page.connectStartedAt) + watchdogMs());
+    }
+    clearTimeout(page.deadlineTimer);
+    page.deadlineTimer = null;
+    if (Number.isFinite(at)) {
+      const delay = Math.max(0, at - performance.now()) + DEADLINE_SLACK_MS;
+      page.deadlineTimer = setTimeout(tick, delay);
+    }
   }
 
   // -- rendering -------------------------------------------------------------------------
@@ -228,6 +267,7 @@
     const container = $("#beds");
     const lost = page.connection !== "live";
     const elapsed = (performance.now() - page.receivedAt) / 1000;
+    page.nextFlipAt = Infinity;
     const present = new Set();
     let position = 0;
     for (const bed of page.beds) {
@@ -250,6 +290,7 @@
       }
     }
     $("#no-beds").hidden = present.size > 0;
+    scheduleDeadline();
   }
 
   function renderTile(tile, bed, lost, elapsed) {
@@ -264,12 +305,28 @@
     renderConditions(tile, devices);
   }
 
-  /** Fills one value element and its notes; returns nothing, sets data-stale. */
+  /**
+   * Fills one value element and its notes, sets data-stale and data-invalid; returns whether
+   * the value is stale. Stale: the stream is lost, there is no value, the gateway says so, or
+   * its age (as sent, plus the seconds since) has passed stale_after. An age that is missing
+   * cannot show the value is recent, so it counts as stale too.
+   */
   function renderValue(parts, code, vital, lost, elapsed) {
     const hasValue = !!vital && typeof vital.value === "number" && Number.isFinite(vital.value);
-    const stale = lost || !hasValue || vital.stale !== false;
+    const sentAge = vital ? vital.age : undefined;
+    const ageKnown = typeof sentAge === "number" && Number.isFinite(sentAge);
+    const aged = !ageKnown || sentAge + elapsed > page.staleAfter;
+    const stale = lost || !hasValue || vital.stale !== false || aged;
+    if (!stale) {
+      // Fresh now: remember when it will not be, so the page greys it at that moment.
+      const flipAt = page.receivedAt + (page.staleAfter - sentAge) * 1000;
+      page.nextFlipAt = Math.min(page.nextFlipAt, flipAt);
+    }
+    const status = vital && Array.isArray(vital.status) ? vital.status : [];
+    const invalid = hasValue && status.some((flag) => UNUSABLE.has(flag));
     setText(parts.value, hasValue ? formatValue(code, vital.value) : "---");
     parts.value.dataset.stale = String(stale);
+    parts.value.dataset.invalid = String(invalid);
     parts.value.classList.toggle("no-value", !hasValue);
     if (parts.unit && vital && typeof vital.unit === "string") {
       // UCUM "1" (dimensionless) means "no unit"; printed, it reads like part of the value.
@@ -277,14 +334,12 @@
     }
     let badge = "";
     if (hasValue && stale) {
-      const age = Number(vital.age);
-      badge = Number.isFinite(age) ? `STALE ${formatAge(age + elapsed)}` : "STALE";
+      badge = ageKnown ? `STALE ${formatAge(sentAge + elapsed)}` : "STALE";
     } else if (vital && !hasValue) {
       badge = "no value";
     }
     setText(parts.badge, badge);
     parts.badge.hidden = badge === "";
-    const status = vital && Array.isArray(vital.status) ? vital.status : [];
     setText(parts.flags, status.map((flag) => words(STATUS_WORDS, flag)).join(", "));
     return stale;
   }
@@ -402,5 +457,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     connect();
     setInterval(tick, 1000);
+    // Timers may run late in a hidden tab: catch up the moment the page is seen again.
+    document.addEventListener("visibilitychange", tick);
   });
 })();

@@ -416,10 +416,16 @@ def events(readings: Iterable[Reading]) -> list[tuple[Condition, bool]]:
     return [(e.condition, e.active) for e in of_type(readings, DeviceEvent)]
 
 
-def test_on_connect_sends_set_format_and_publishes_nothing() -> None:
+def test_on_connect_writes_nothing_to_the_device_by_default() -> None:
+    # The set-format command rewrites a stored device option: reading only, unless opted in.
     model = NoninOximeter("ox1", NoninSettings())
+    assert model.on_connect(NOW) == (b"", [])
+
+
+def test_on_connect_sends_set_format_when_opted_in_and_publishes_nothing() -> None:
+    model = NoninOximeter("ox1", NoninSettings(select_format=True))
     assert model.on_connect(NOW) == (bytes.fromhex("02 70 04 02 07 21 9E 03"), [])
-    df2 = NoninOximeter("ox1", NoninSettings(data_format=2))
+    df2 = NoninOximeter("ox1", NoninSettings(data_format=2, select_format=True))
     assert df2.on_connect(NOW)[0] == set_format_command(2)
 
 

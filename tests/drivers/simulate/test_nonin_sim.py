@@ -218,7 +218,7 @@ def _lexists(path: str) -> bool:
 
 async def test_simulator_feeds_the_driver_over_a_pty(link_path: str) -> None:
     clock = ManualClock()
-    settings = NoninSettings()
+    settings = NoninSettings(select_format=True)
     make_simulator = registry.get("nonin").make_simulator
     assert make_simulator is not None
     sim = make_simulator(settings, "normal", clock, link_path)

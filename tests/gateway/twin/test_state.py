@@ -131,3 +131,27 @@ async def test_wait_changed_wakes_on_the_next_reading() -> None:
     assert not waiter.done()
     twin.apply(spo2(clock, 95.0))
     assert await asyncio.wait_for(waiter, 1) == seen + 1
+
+
+def test_a_value_the_device_marks_invalid_is_never_current() -> None:
+    clock = ManualClock()
+    twin, _ = make_twin(clock)
+    twin.apply(connected(clock))
+    twin.apply(spo2(clock, 93.0, MeasurementStatus.INVALID))
+    assert vital(twin)["value"] == 93.0 and vital(twin)["stale"] is True
+    twin.apply(spo2(clock, 94.0, MeasurementStatus.QUESTIONABLE))
+    assert vital(twin)["stale"] is False and vital(twin)["status"] == ["questionable"]
+
+
+async def test_a_connected_but_silent_device_shows_no_data() -> None:
+    clock = ManualClock()
+    twin, _ = make_twin(clock)
+    twin.apply(connected(clock))
+    await clock.advance(5.1)
+    assert twin.snapshot()[0]["devices"][0]["conditions"] == ["no_data"]
+    twin.apply(spo2(clock, 97.0))
+    assert twin.snapshot()[0]["devices"][0]["conditions"] == []
+    await clock.advance(6.0)
+    assert twin.snapshot()[0]["devices"][0]["conditions"] == ["no_data"]
+    twin.apply(connected(clock, up=False))
+    assert twin.snapshot()[0]["devices"][0]["conditions"] == []  # disconnected says it all

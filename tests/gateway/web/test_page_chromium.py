@@ -1,15 +1,19 @@
-"""The nurse page in headless Chromium, fed by a real Twin through the real server.
+"""The nurse page in headless Chromium, fed through the real server.
 
 The server runs in the test's event loop; every blocking selenium call goes through
 ``asyncio.to_thread`` so the loop keeps serving the browser meanwhile. Waits on the browser
 are bounded (WebDriverWait); time on the gateway moves only with ``clock.advance``.
+
+The page keeps its own time too (values age on in the browser, a silent stream is declared
+lost): the stall tests hold the gateway's clock still and let the browser's real clock run,
+with thresholds of about a second so they stay short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,33 @@ CHROMIUM_ARGS = (
 #: Real seconds allowed for the browser to show what the gateway pushed.
 BROWSER_TIMEOUT = 15.0
 STALE_AFTER = 5.0
+#: stale_after for the stall tests: real seconds in the browser, so small.
+STALL_STALE_AFTER = 1.0
+#: Real seconds allowed for the page to notice a stall on its own.
+STALL_TIMEOUT = 5.0
+
+#: Installed before the page's own script: logs every data-stale and data-connection change
+#: with the browser's clock, so a test sees states that lasted less than one of its polls.
+RECORDER = """
+window.pageLog = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    const el = r.target;
+    window.pageLog.push({
+      at: performance.now() / 1000,
+      bed: el.closest && el.closest("[data-bed]") ? el.closest("[data-bed]").dataset.bed : null,
+      code: el.dataset.code || null,
+      stale: el.dataset.stale || null,
+      connection: document.body ? document.body.dataset.connection : null,
+      all_stale: Array.from(document.querySelectorAll("[data-code]"), (e) => e.dataset.stale),
+    });
+  }
+}).observe(document, {
+  subtree: true,
+  attributes: true,
+  attributeFilter: ["data-stale", "data-connection"],
+});
+"""
 BEDS = [BedSpec("bed-1", "Bed 1"), BedSpec("bed-2", "Bed 2"), BedSpec("bed-3", "Bed 3")]
 
 
@@ -73,9 +104,14 @@ class Page:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    async def until(self, condition: Callable[[webdriver.Chrome], Any], what: str) -> Any:
+    async def until(
+        self,
+        condition: Callable[[webdriver.Chrome], Any],
+        what: str,
+        within: float = BROWSER_TIMEOUT,
+    ) -> Any:
         def wait() -> Any:
-            return WebDriverWait(self.driver, BROWSER_TIMEOUT, poll_frequency=0.05).until(
+            return WebDriverWait(self.driver, within, poll_frequency=0.05).until(
                 condition, message=f"page never showed: {what}"
             )
 
@@ -92,6 +128,11 @@ class Page:
             return str(self.driver.find_element(By.CSS_SELECTOR, selector).text)
 
         return await asyncio.to_thread(read)
+
+    async def log(self) -> list[dict[str, Any]]:
+        entries = await self.call(self.driver.execute_script, "return window.pageLog;")
+        assert isinstance(entries, list)
+        return entries
 
 
 def shows(selector: str, *, text: str | None = None, **attributes: str) -> Callable[..., bool]:
@@ -114,14 +155,25 @@ def value_of(bed: str, code: Any) -> str:
     return f'[data-bed="{bed}"] .value[data-code="{code.refid}"]'
 
 
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    """One headless Chromium for the module (starting one takes seconds), recording."""
     require_browser()
-    driver = await asyncio.to_thread(start_browser, tmp_path / "profile")
+    driver = start_browser(tmp_path_factory.mktemp("chromium") / "profile")
     try:
-        yield Page(driver)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+        yield driver
     finally:
-        await asyncio.to_thread(driver.quit)
+        driver.quit()
+
+
+@pytest.fixture
+async def page(browser: webdriver.Chrome) -> AsyncIterator[Page]:
+    try:
+        yield Page(browser)
+    finally:
+        # Leave no page behind that would keep reconnecting to the next test's server.
+        await asyncio.to_thread(browser.get, "about:blank")
 
 
 async def test_page_shows_pushed_vitals_staleness_devices_and_a_lost_gateway(
@@ -144,6 +196,7 @@ async def test_page_shows_pushed_vitals_staleness_devices_and_a_lost_gateway(
         # Long, so the page's watchdog (about twice this, in real time) cannot fire while
         # the test holds the gateway's clock still.
         heartbeat_interval=600.0,
+        stale_after=STALE_AFTER,
     )
     await server.start()
 
@@ -228,5 +281,142 @@ async def test_page_shows_pushed_vitals_staleness_devices_and_a_lost_gateway(
             ]
         )
         assert states and set(states) == {"true"}
+    finally:
+        await server.stop()
+
+
+# -- a stream that stalls without closing ----------------------------------------------------
+
+HEART_RATE = "MDC_ECG_HEART_RATE"
+
+
+def stalled_ward() -> list[dict[str, Any]]:
+    """What a twin reports just before the gateway hangs: one fresh value, one the device
+    marks invalid, one already stale, and a device that is connected but silent."""
+
+    def vital(value: float, unit: str, *, stale: bool, status: list[str]) -> dict[str, Any]:
+        return {
+            "value": value,
+            "unit": unit,
+            "age": 0.0,
+            "stale": stale,
+            "status": status,
+            "source": "ox-1",
+            "time": 1_700_000_000.0,
+        }
+
+    return [
+        {
+            "id": "bed-1",
+            "label": "Bed 1",
+            "vitals": {
+                SPO2.refid: vital(97.0, "%", stale=False, status=[]),
+                PULSE_RATE.refid: vital(80.0, "/min", stale=False, status=["invalid"]),
+                HEART_RATE: vital(70.0, "/min", stale=True, status=[]),
+            },
+            "devices": [
+                {
+                    "id": "ox-1",
+                    "driver": "nonin_xpod",
+                    "state": "connected",
+                    "detail": "",
+                    "conditions": ["no_data"],
+                }
+            ],
+        }
+    ]
+
+
+async def never_changes(seen: int) -> int:
+    """The hung gateway's ``wait_changed``: nothing ever changes."""
+    await asyncio.Event().wait()
+    return seen
+
+
+def stalled_server(snapshot: list[dict[str, Any]], heartbeat_interval: float) -> WebServer:
+    # The gateway's clock never moves, so after the first push the stream stays open and
+    # silent: no change, no stale check, no heartbeat.
+    return WebServer(
+        host="127.0.0.1",
+        port=0,
+        beds=lambda: snapshot,
+        health=lambda: {"gateway": "ward-7"},
+        version=lambda: 1,
+        wait_changed=never_changes,
+        clock=ManualClock(),
+        heartbeat_interval=heartbeat_interval,
+        stale_after=STALL_STALE_AFTER,
+    )
+
+
+def changes(log: list[dict[str, Any]], code: str) -> list[tuple[float, str]]:
+    return [(e["at"], e["stale"]) for e in log if e["code"] == code]
+
+
+async def test_a_value_turns_stale_in_the_browser_while_the_stream_is_silent(
+    page: Page,
+) -> None:
+    snapshot = stalled_ward()
+    # Heartbeat long enough that the page's watchdog cannot be what greys the value.
+    server = stalled_server(snapshot, heartbeat_interval=600.0)
+    await server.start()
+    try:
+        await page.call(page.driver.get, f"http://127.0.0.1:{server.port}/")
+        await page.until(
+            shows(value_of("bed-1", SPO2), text="97", data_stale="true"),
+            "SpO2 stale without a word from the gateway",
+            within=STALL_TIMEOUT,
+        )
+        # The gateway still calls it fresh, and the stream is still up: the page aged it.
+        assert server.beds()[0]["vitals"][SPO2.refid]["stale"] is False
+        assert server.clients == 1
+        assert await page.attribute("body", "data-connection") == "live"
+        badge = await page.text('[data-bed="bed-1"] .metric-spo2 .stale-badge')
+        assert "stale" in badge.lower()
+
+        log = await page.log()
+        spo2 = changes(log, SPO2.refid)
+        fresh_at = next(at for at, stale in spo2 if stale == "false")
+        stale_at = next(at for at, stale in spo2 if stale == "true" and at > fresh_at)
+        # Shown as current first, for about stale_after (the log's times are when the
+        # browser got round to recording, a little after each change); greyed then.
+        assert STALL_STALE_AFTER - 0.25 <= stale_at - fresh_at < STALL_STALE_AFTER + 1.0
+        assert all(e["connection"] == "live" for e in log if e["at"] >= fresh_at)
+
+        # A value the gateway calls stale was never shown as current, not even at first.
+        assert {stale for _, stale in changes(log, HEART_RATE)} == {"true"}
+        # Invalid: the value stays, out of the live colours, and the flag says why.
+        pulse = value_of("bed-1", PULSE_RATE)
+        assert await page.text(pulse) == "80"
+        assert await page.attribute(pulse, "data-invalid") == "true"
+        assert await page.text('[data-bed="bed-1"] .metric-pr .flags') == "invalid"
+        assert await page.attribute(value_of("bed-1", SPO2), "data-invalid") == "false"
+        # Conditions in words.
+        assert await page.text('[data-bed="bed-1"] .conditions') == "no data"
+    finally:
+        await server.stop()
+
+
+async def test_a_silent_stream_is_lost_after_the_heartbeat_or_stale_after(page: Page) -> None:
+    heartbeat = 0.5
+    # The page's watchdog: max(2 heartbeats, stale_after) + 1 second of silence.
+    watchdog = max(2 * heartbeat, STALL_STALE_AFTER) + 1.0
+    server = stalled_server(stalled_ward(), heartbeat_interval=heartbeat)
+    await server.start()
+    try:
+        await page.call(page.driver.get, f"http://127.0.0.1:{server.port}/")
+
+        def lost_and_back(driver: webdriver.Chrome) -> bool:
+            states = [e["connection"] for e in driver.execute_script("return window.pageLog;")]
+            return "lost" in states and "live" in states[states.index("lost") :]
+
+        # Bounded well below the old 15 s: lost, then reconnected (the gateway still answers).
+        await page.until(lost_and_back, "lost, then live again", within=STALL_TIMEOUT + 1.0)
+        log = await page.log()
+        live_at = next(e["at"] for e in log if e["connection"] == "live")
+        lost = next(e for e in log if e["connection"] == "lost")
+        # Not at stale_after (1 s), not at the old 2 heartbeats + 5 s: at the watchdog.
+        assert watchdog - 0.25 <= lost["at"] - live_at < watchdog + 1.0
+        assert lost["all_stale"] and set(lost["all_stale"]) == {"true"}
     finally:
         await server.stop()

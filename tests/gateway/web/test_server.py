@@ -32,7 +32,7 @@ from gateway.web.server import CONTENT_SECURITY_POLICY, STATIC_DIR, WebBindError
 
 STALE_AFTER = 5.0
 MIN_PUSH = 0.25
-HEARTBEAT = 5.0
+HEARTBEAT = 2.0
 #: Real seconds allowed for bytes to cross the loopback socket.
 IO_TIMEOUT = 5.0
 #: Real seconds to watch for an event that must not come.
@@ -50,6 +50,7 @@ class Ward:
     servers: list[WebServer] = field(default_factory=list)
 
     async def serve(self, **kwargs: Any) -> WebServer:
+        kwargs.setdefault("stale_after", self.twin.stale_after)
         server = WebServer(
             host="127.0.0.1",
             port=0,
@@ -345,18 +346,34 @@ async def test_run_serves_until_cancelled(ward: Ward) -> None:
             pass
 
 
-def test_intervals_must_be_positive(ward: Ward) -> None:
-    with pytest.raises(ValueError, match="min_push_interval"):
-        WebServer(
-            host="127.0.0.1",
-            port=0,
-            beds=ward.twin.snapshot,
-            health=ward.health,
-            version=lambda: ward.twin.version,
-            wait_changed=ward.twin.wait_changed,
-            clock=ward.clock,
-            min_push_interval=0,
-        )
+def make_server(ward: Ward, **kwargs: Any) -> WebServer:
+    return WebServer(
+        host="127.0.0.1",
+        port=0,
+        beds=ward.twin.snapshot,
+        health=ward.health,
+        version=lambda: ward.twin.version,
+        wait_changed=ward.twin.wait_changed,
+        clock=ward.clock,
+        **kwargs,
+    )
+
+
+def test_defaults_suit_the_pages_watchdog(ward: Ward) -> None:
+    server = make_server(ward)
+    assert (server.heartbeat_interval, server.stale_after) == (2.0, 5.0)
+    # The page takes a stream silent for max(2 heartbeats, stale_after) + 1 s as lost, so
+    # heartbeats must come well within that, and within stale_after.
+    assert server.heartbeat_interval < server.stale_after
+
+
+@pytest.mark.parametrize(
+    "name", ["min_push_interval", "heartbeat_interval", "stale_check_interval", "stale_after"]
+)
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
+def test_intervals_must_be_positive_and_finite(ward: Ward, name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        make_server(ward, **{name: value})
 
 
 # -- /api/stream ---------------------------------------------------------------------------
@@ -423,8 +440,16 @@ async def open_stream(ward: Ward, server: WebServer) -> EventStream:
     assert json.loads(hello["data"]) == {
         "heartbeat_interval": server.heartbeat_interval,
         "min_push_interval": server.min_push_interval,
+        "stale_after": server.stale_after,
     }
     return stream
+
+
+async def test_hello_tells_the_page_the_twins_stale_after(ward: Ward) -> None:
+    server = await ward.serve(stale_after=3.5, heartbeat_interval=1.5, min_push_interval=0.5)
+    stream = await open_stream(ward, server)  # checks hello against the server's fields
+    assert (server.stale_after, server.heartbeat_interval) == (3.5, 1.5)
+    await stream.close()
 
 
 async def test_stream_sends_the_beds_at_once(ward: Ward) -> None:
