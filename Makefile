@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/mypy drivers gateway
 
 bench: $(STAMP)
-	$(BIN)/python bench/codecs.py
+	$(BIN)/python bench/serial_codecs.py
 	$(BIN)/python bench/ward.py --beds 16 --seconds 15
 
 clean:

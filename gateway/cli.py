@@ -10,13 +10,16 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import sys
+import time
 import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -24,6 +27,13 @@ from drivers import registry
 from drivers.capture import CaptureError, decode, read_capture, read_raw, reading_to_json
 from gateway import __version__
 from gateway.config import Config, ConfigError, load
+from gateway.twin.crypto import KeyProblem
+from gateway.twin.errors import StoreError
+from gateway.twin.keys import KeySource, init_key, load_keyring, rotate, status
+from gateway.twin.vocabulary import Patient
+
+if TYPE_CHECKING:
+    from gateway.twin.store import TwinStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = Path(os.environ.get("BEDSIDE_GATEWAY_CONFIG", "config.toml"))
@@ -43,6 +53,10 @@ commands:
   check-config  validate a config file; prints every problem, one per line, exit 2
   decode        turn a capture file of device traffic into JSON lines of readings
   status        ask a running daemon for a summary of its beds and devices
+  keys          create (init), rotate or inspect (status) the encryption key
+  admit         bind a patient to a bed (starts an admission with its own data key)
+  discharge     end a bed's admission (its data is destroyed after retention)
+  export        decrypt a bed's stored data to csv, json or a WFDB record
 
 Run 'bedside-gateway COMMAND --help' for a command's options.
 """
@@ -118,6 +132,68 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("file", type=Path, metavar="FILE")
     dec.set_defaults(handler=_cmd_decode)
 
+    keys = sub.add_parser(
+        "keys",
+        help="create, rotate or inspect the encryption key",
+        description=(
+            "Manage the key-encryption key that protects every admission's data key. "
+            "init creates it (mode 0600); rotate re-wraps every data key under a new one "
+            "without rewriting data; status says which key is in use and which the store needs."
+        ),
+    )
+    keys.add_argument("action", choices=("init", "rotate", "status"))
+    _config_option(keys)
+    keys.add_argument("--data-dir", type=Path, help="overrides [gateway] data_dir")
+    keys.add_argument("--key-file", type=Path, help="key file (default: from the config)")
+    keys.add_argument("--json", action="store_true", help="status as JSON")
+    keys.set_defaults(handler=_cmd_keys)
+
+    admit = sub.add_parser(
+        "admit",
+        help="bind a patient to a bed",
+        description="Start a new admission at a bed (ending any open one), with its identifiers.",
+    )
+    _config_option(admit)
+    admit.add_argument("--data-dir", type=Path, help="overrides [gateway] data_dir")
+    admit.add_argument("--bed", required=True)
+    admit.add_argument("--name", required=True)
+    admit.add_argument("--mrn", required=True, help="medical record number")
+    admit.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
+    admit.set_defaults(handler=_cmd_admit)
+
+    discharge = sub.add_parser(
+        "discharge",
+        help="end a bed's admission",
+        description=(
+            "End the open admission at a bed. Its data stays for the configured retention "
+            "and until synced; then its data key is destroyed and the data is unrecoverable."
+        ),
+    )
+    _config_option(discharge)
+    discharge.add_argument("--data-dir", type=Path, help="overrides [gateway] data_dir")
+    discharge.add_argument("--bed", required=True)
+    discharge.set_defaults(handler=_cmd_discharge)
+
+    export = sub.add_parser(
+        "export",
+        help="decrypt and export a bed's stored data",
+        description=(
+            "Decrypt a bed's stored data and write it out: numerics, device events and alarms "
+            "as csv or json, or waveforms as a WFDB record. Needs the key; every export is "
+            "written to the audit log."
+        ),
+    )
+    _config_option(export)
+    export.add_argument("--data-dir", type=Path, help="overrides [gateway] data_dir")
+    export.add_argument("--bed", required=True)
+    export.add_argument("--from", dest="t_from", help="start time, ISO 8601 (UTC if no zone)")
+    export.add_argument("--to", dest="t_to", help="end time, ISO 8601 (UTC if no zone)")
+    export.add_argument("--format", required=True, choices=("csv", "json", "wfdb"))
+    export.add_argument(
+        "--out", required=True, type=Path, help="output file (csv, json) or directory (wfdb)"
+    )
+    export.set_defaults(handler=_cmd_export)
+
     status = sub.add_parser(
         "status",
         help="summarise a running daemon",
@@ -162,7 +238,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logs.configure(args.log_format, getattr(logging, args.log_level.upper()))
     try:
-        asyncio.run(Gateway(config).run())
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"bedside-gateway: cannot use data directory {config.data_dir} ({exc.strerror}); "
+            "fix [gateway] data_dir or --data-dir",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        store = _open_store(config, create_key=config.simulation)
+    except (KeyProblem, StoreError) as exc:
+        print(f"bedside-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, KeyProblem) else EXIT_FAILURE
+    try:
+        asyncio.run(Gateway(config, store=store).run())
     except WebBindError as exc:
         print(f"bedside-gateway: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -173,7 +263,179 @@ def _cmd_run(args: argparse.Namespace) -> int:
         names = ", ".join(str(e) for e in failed.exceptions)
         print(f"bedside-gateway: core task failed ({names}); see the log", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        store.close()
     return EXIT_OK
+
+
+def _key_source(config: Config) -> KeySource:
+    return KeySource(config.store.key_file, config.store.credential)
+
+
+def _open_store(config: Config, *, create_key: bool = False) -> TwinStore:
+    from gateway.twin.store import TwinStore  # heavy (SQLite tooling): only when needed
+
+    ring = load_keyring(_key_source(config), create_if_missing=create_key)
+    return TwinStore(config.store.path, ring)
+
+
+# -- keys -----------------------------------------------------------------------------------
+def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.key_file is not None and args.action == "init":
+        source = KeySource(args.key_file, "bedside-gateway-kek")
+        store_path = None
+    else:
+        config = _load_or_report(args.config, args.data_dir)
+        if config is None:
+            return EXIT_USAGE
+        source = _key_source(config)
+        if args.key_file is not None:
+            source = KeySource(args.key_file, source.credential)
+        store_path = config.store.path
+    try:
+        if args.action == "init":
+            kek = init_key(source)
+            print(
+                f"created key-encryption key {kek.id} in {source.key_file} (mode 0600); "
+                "back it up somewhere safe: without it the stored data cannot be read"
+            )
+        elif args.action == "rotate":
+            assert store_path is not None
+            old, new, count = rotate(source, store_path)
+            print(
+                f"rotated key-encryption key {old.id} -> {new.id}; "
+                f"{count} data keys re-wrapped, no data rewritten"
+            )
+        else:
+            assert store_path is not None
+            report = status(source, store_path)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                for key, value in report.items():
+                    print(f"{key}: {value}")
+            return EXIT_OK if report["ok"] else EXIT_FAILURE
+    except KeyProblem as exc:
+        print(f"keys {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"keys {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# -- admissions -----------------------------------------------------------------------------
+def _cmd_admit(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config, args.data_dir)
+    if config is None:
+        return EXIT_USAGE
+    if args.bed not in {b.id for b in config.beds}:
+        print(f"admit: no bed {args.bed!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        birth = date.fromisoformat(args.birth_date).isoformat()
+    except ValueError:
+        print("admit: --birth-date must be YYYY-MM-DD", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with _open_store(config) as store:
+            admission = store.admit(args.bed, Patient(args.name, args.mrn, birth), time.time())
+            store.audit(
+                _actor(), "admit", bed_id=args.bed, detail=f"admission {admission}", now=time.time()
+            )
+    except (KeyProblem, StoreError) as exc:
+        print(f"admit: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"bed {args.bed}: admission {admission} started")
+    return EXIT_OK
+
+
+def _cmd_discharge(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config, args.data_dir)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        with _open_store(config) as store:
+            admission = store.discharge(args.bed, time.time())
+            if admission is not None:
+                store.audit(
+                    _actor(),
+                    "discharge",
+                    bed_id=args.bed,
+                    detail=f"admission {admission}",
+                    now=time.time(),
+                )
+    except (KeyProblem, StoreError) as exc:
+        print(f"discharge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if admission is None:
+        print(f"discharge: bed {args.bed!r} has no open admission", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"bed {args.bed}: admission {admission} ended; its data is kept for the configured "
+        "retention, then its key is destroyed"
+    )
+    return EXIT_OK
+
+
+# -- export ---------------------------------------------------------------------------------
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gateway.twin.export import ExportError, export
+
+    config = _load_or_report(args.config, args.data_dir)
+    if config is None:
+        return EXIT_USAGE
+    if args.bed not in {b.id for b in config.beds}:
+        print(f"export: no bed {args.bed!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        t_from = _parse_time(args.t_from)
+        t_to = _parse_time(args.t_to)
+    except ValueError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with _open_store(config) as store:
+            report = export(store, args.bed, args.format, args.out, t_from=t_from, t_to=t_to)
+            store.audit(
+                _actor(),
+                "export",
+                bed_id=args.bed,
+                detail=f"format={args.format} rows={report.rows} out={args.out}",
+                now=time.time(),
+            )
+    except (KeyProblem, StoreError, ExportError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for problem in report.failures:
+        print(f"export: {problem}", file=sys.stderr)
+    print(f"exported {report.rows} rows of bed {args.bed} to {args.out}")
+    return EXIT_FAILURE if report.failures else EXIT_OK
+
+
+def _parse_time(text: str | None) -> float | None:
+    """UTC seconds from an ISO 8601 time (naive means UTC) or a number of seconds."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time; use ISO 8601 (2026-01-01T08:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _actor() -> str:
+    """Who ran the command, for the audit log (the login name, or the uid)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 # -- check-config ---------------------------------------------------------------------------
@@ -186,7 +448,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: OK: gateway {config.gateway_id!r}, {len(config.beds)} beds, "
         f"{devices} devices ({simulated} simulated), page on "
-        f"http://{config.listen_host}:{config.listen_port}/, data in {config.data_dir}"
+        f"{config.page_url()}, data in {config.data_dir}"
     )
     return EXIT_OK
 
@@ -250,8 +512,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         config = _load_or_report(args.config)
         if config is None:
             return EXIT_USAGE
-        host = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::") else config.listen_host
-        url = f"http://{host}:{config.listen_port}"
+        url = config.page_url()
     url = url.rstrip("/")
     try:
         health = _get_json(f"{url}/api/health")
@@ -267,7 +528,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"health": health, "beds": beds}, indent=2))
         return EXIT_OK
-    print(_format_status(health, beds))
+    try:
+        print(_format_status(health, beds))
+    except (KeyError, TypeError, AttributeError, ValueError):
+        print(f"status: {url} answers, but not as a bedside-gateway API", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers import registry
 from drivers.device import SerialSettings
+from gateway.twin.vocabulary import Patient, Retention
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ID_HINT = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -35,14 +37,17 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a wrong type is refused, never coerced (true is not a baud rate of 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class GatewaySection(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
-    data_dir: Path = Path("var")
+    data_dir: str = Field(default="var", min_length=1)
     listen: str = "127.0.0.1:8080"
     stale_after: float = Field(default=5.0, gt=0, le=300, description="seconds")
+    # Marks a demonstration setup: only then may `run` create an encryption key by itself.
+    simulation: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -51,10 +56,31 @@ class GatewaySection(_Strict):
         return value
 
 
+class RetentionSection(_Strict):
+    numerics_days: float = Field(default=30, gt=0)
+    waveforms_hours: float = Field(default=72, gt=0)
+    alarms_days: float = Field(default=365, gt=0)
+    discharged_days: float = Field(default=30, ge=0)
+
+
+class StoreSection(_Strict):
+    key_file: str = Field(default="keys/kek", min_length=1)
+    credential: str = "bedside-gateway-kek"
+    quota_mb: float | None = Field(default=None, gt=0)
+    min_free_mb: float = Field(default=200, ge=0)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+
+
+class PatientSection(_Strict):
+    name: str = Field(min_length=1)
+    mrn: str = Field(min_length=1)
+    birth_date: date = Field(strict=False)  # a TOML date or an ISO 8601 string
+
+
 class DeviceSection(BaseModel):
     """Common keys of a device; the rest belongs to its driver and is checked by it."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     id: str = Field(pattern=_ID_PATTERN)
     driver: str
@@ -64,11 +90,13 @@ class DeviceSection(BaseModel):
 class BedSection(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
     label: str = ""
+    patient: PatientSection | None = None
     devices: list[DeviceSection] = Field(default_factory=list)
 
 
 class ConfigFile(_Strict):
     gateway: GatewaySection
+    store: StoreSection = Field(default_factory=StoreSection)
     beds: list[BedSection] = Field(min_length=1, max_length=16)
 
 
@@ -85,6 +113,17 @@ class BedConfig:
     id: str
     label: str
     devices: tuple[DeviceConfig, ...]
+    patient: Patient | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: Path
+    key_file: Path
+    credential: str
+    quota_bytes: int | None
+    min_free_bytes: int
+    retention: Retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +135,19 @@ class Config:
     listen_port: int
     stale_after: float
     beds: tuple[BedConfig, ...]
+    simulation: bool
+    store: StoreConfig
 
     @property
     def devices(self) -> list[tuple[BedConfig, DeviceConfig]]:
         return [(bed, dev) for bed in self.beds for dev in bed.devices]
+
+    def page_url(self, port: int | None = None) -> str:
+        """URL of the page: a wildcard listen address becomes loopback, IPv6 gets brackets."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.listen_host, self.listen_host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.listen_port if port is None else port}/"
 
 
 def load(path: Path, *, data_dir: Path | None = None) -> Config:
@@ -149,21 +197,48 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
             device = _device(dev, where, raw["beds"][b]["devices"][d], problems, name)
             if device is not None:
                 devices.append(device)
-        beds.append(BedConfig(bed.id, bed.label or bed.id, tuple(devices)))
+        patient = None
+        if bed.patient is not None:
+            patient = Patient(bed.patient.name, bed.patient.mrn, bed.patient.birth_date.isoformat())
+        beds.append(BedConfig(bed.id, bed.label or bed.id, tuple(devices), patient))
     if problems:
         raise ConfigError(problems)
 
     host, port = _split_listen(parsed.gateway.listen)
     base = path.resolve().parent
-    chosen = data_dir if data_dir is not None else parsed.gateway.data_dir
+    # The config's data_dir is relative to the config file; a --data-dir override is
+    # relative to where the command runs, like any other command-line path.
+    if data_dir is not None:
+        root = data_dir.absolute()
+    else:
+        chosen = Path(parsed.gateway.data_dir)
+        root = chosen if chosen.is_absolute() else base / chosen
+    section = parsed.store
+    key_file = Path(section.key_file)
+    days = 86400.0
+    store = StoreConfig(
+        path=root / "twin.sqlite",
+        key_file=key_file if key_file.is_absolute() else root / key_file,
+        credential=section.credential,
+        quota_bytes=None if section.quota_mb is None else int(section.quota_mb * 1024 * 1024),
+        min_free_bytes=int(section.min_free_mb * 1024 * 1024),
+        retention=Retention(
+            numerics=section.retention.numerics_days * days,
+            waveforms=section.retention.waveforms_hours * 3600.0,
+            alarms=section.retention.alarms_days * days,
+            discharged=section.retention.discharged_days * days,
+        ),
+    )
     return Config(
         path=path,
         gateway_id=parsed.gateway.id,
-        data_dir=chosen if chosen.is_absolute() else (base / chosen),
+        data_dir=root,
         listen_host=host,
         listen_port=port,
         stale_after=parsed.gateway.stale_after,
         beds=tuple(beds),
+        simulation=parsed.gateway.simulation,
+        store=store,
     )
 
 

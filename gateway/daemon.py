@@ -22,6 +22,8 @@ from gateway.config import Config, DeviceConfig
 from gateway.hub import Hub
 from gateway.supervisor import SdNotify, Supervisor
 from gateway.twin.state import BedSpec, Twin
+from gateway.twin.store import TwinStore
+from gateway.twin.writer import SpacePolicy, StoreWriter
 from gateway.web.server import WebServer
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,7 @@ class Gateway:
         clock: Clock | None = None,
         notify: SdNotify | None = None,
         listen_port: int | None = None,
+        store: TwinStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -44,14 +47,38 @@ class Gateway:
         )
         self.supervisor = Supervisor(self.clock, notify=notify)
         self.models: dict[str, SerialDeviceModel] = {}
+        self._bed_of: dict[str, str] = {}
         self._started = self.clock.monotonic()
         self.sim_dir = config.data_dir / "sim"
 
         for bed, device in config.devices:
+            self._bed_of[device.id] = bed.id
             self._add_device(bed.id, device)
 
         twin_feed = self.hub.subscribe("twin", maxsize=4096)
         self.supervisor.add("twin", lambda: self.twin.consume(twin_feed), essential=True)
+
+        # The store is not essential: live display (and, later, local alarms) must go on
+        # when the disk fails; the writer raises store conditions instead.
+        self.store = store
+        self.writer: StoreWriter | None = None
+        if store is not None:
+            for problem in store.problems:
+                log.error("damaged row in the store", problem=problem)
+            self._bind_patients(store)
+            self.writer = StoreWriter(
+                store,
+                self._bed_of.get,
+                self.clock,
+                data_dir=config.data_dir,
+                retention=config.store.retention,
+                space=SpacePolicy(
+                    quota=config.store.quota_bytes, min_free_bytes=config.store.min_free_bytes
+                ),
+            )
+            store_feed = self.hub.subscribe("store", maxsize=100_000)
+            writer = self.writer
+            self.supervisor.add("store", lambda: writer.run(store_feed))
         self.web = WebServer(
             host=config.listen_host,
             port=config.listen_port if listen_port is None else listen_port,
@@ -60,6 +87,7 @@ class Gateway:
             version=lambda: self.twin.version,
             wait_changed=self.twin.wait_changed,
             clock=self.clock,
+            stale_after=config.stale_after,
         )
         self.supervisor.add("web", self._serve_page, essential=True)
 
@@ -103,9 +131,23 @@ class Gateway:
     def beds(self) -> list[dict[str, Any]]:
         return self.twin.snapshot(self._device_health)
 
+    def _bind_patients(self, store: TwinStore) -> None:
+        """Admit the patients the config names (the simulated ward's demo patients)."""
+        now = self.clock.wall()
+        for bed in self.config.beds:
+            if bed.patient is None:
+                continue
+            current = store.current_admission(bed.id)
+            if current is None or store.patient(current) != bed.patient:
+                store.admit(bed.id, bed.patient, now)
+                log.info("admission started from config", bed=bed.id)
+
     def _device_health(self, device_id: str) -> dict[str, Any]:
         health = self.supervisor.health[f"device:{device_id}"]
-        return {"restarts": health.restarts, "last_error": health.last_error}
+        extra: dict[str, Any] = {"restarts": health.restarts, "last_error": health.last_error}
+        if self.writer is not None:
+            extra["stored"] = self.writer.stored_by_device.get(device_id, 0)
+        return extra
 
     def health(self) -> dict[str, Any]:
         return {
@@ -116,15 +158,15 @@ class Gateway:
             "devices": len(self.models),
             "tasks": self.supervisor.as_dict(),
             "hub": {"published": self.hub.published, "subscribers": self.hub.stats()},
+            "store": None if self.writer is None else self.writer.health(),
         }
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Bind the page (failing fast if it cannot), then run every task until stopped."""
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.web.start()
         log.info(
             "page listening",
-            url=f"http://{self.config.listen_host}:{self.web.port}/",
+            url=self.config.page_url(self.web.port),
             gateway=self.config.gateway_id,
             beds=len(self.config.beds),
             devices=len(self.models),

@@ -150,10 +150,15 @@ def test_run_serves_the_ward_then_stops_on_sigterm(tmp_path: Path) -> None:
             [gateway]
             id = "cli-test"
             listen = "127.0.0.1:{port}"
+            simulation = true
 
             [[beds]]
             id = "bed-1"
             label = "Bed 1"
+              [beds.patient]
+              name = "Quentin Markerman"
+              mrn = "MRN-MARKER-42"
+              birth_date = 1933-03-03
               [[beds.devices]]
               id = "ox-1"
               driver = "nonin"
@@ -203,6 +208,14 @@ def test_run_serves_the_ward_then_stops_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert time.monotonic() - started < 5.0
+        # The demo stored what it showed, and the patient is not readable in any file.
+        assert any(r.get("event", "").startswith("created a demo key") for r in logged)
+        files = list((tmp_path / "var").glob("twin.sqlite*"))
+        assert files and (tmp_path / "var" / "twin.sqlite").stat().st_size > 0
+        for f in files:
+            data = f.read_bytes()
+            for marker in (b"Quentin Markerman", b"MRN-MARKER-42", b"1933-03-03"):
+                assert marker not in data, (f.name, marker)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -218,7 +231,10 @@ def test_run_on_a_taken_port_exits_1(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = tmp_path / "config.toml"
-        config.write_text(f'[gateway]\nid = "x"\nlisten = "127.0.0.1:{port}"\n[[beds]]\nid = "b"\n')
+        config.write_text(
+            f'[gateway]\nid = "x"\nlisten = "127.0.0.1:{port}"\nsimulation = true\n'
+            '[[beds]]\nid = "b"\n'
+        )
         result = cli("run", "--config", str(config), timeout=30)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr

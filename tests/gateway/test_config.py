@@ -66,6 +66,28 @@ def test_a_good_config_loads(tmp_path: Path) -> None:
 def test_data_dir_override(tmp_path: Path) -> None:
     config = load(write(tmp_path, GOOD), data_dir=tmp_path / "elsewhere")
     assert config.data_dir == tmp_path / "elsewhere"
+    assert config.store.path == tmp_path / "elsewhere" / "twin.sqlite"
+    assert config.store.key_file == tmp_path / "elsewhere" / "keys" / "kek"
+
+
+def test_relative_data_dir_override_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, GOOD)
+    monkeypatch.chdir(tmp_path.parent)
+    config = load(path, data_dir=Path("run-here"))
+    assert config.data_dir == tmp_path.parent / "run-here"
+
+
+def test_patient_is_bound_from_the_bed_table(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'label = "Bed 2 (window)"',
+        'label = "Bed 2 (window)"\n[beds.patient]\nname = "Demo"\nmrn = "D-1"\n'
+        "birth_date = 1970-01-02",
+    )
+    (bed1, bed2) = load(write(tmp_path, text)).beds
+    assert bed1.patient is None
+    assert bed2.patient is not None and bed2.patient.birth_date == "1970-01-02"
 
 
 def test_the_shipped_config_is_valid() -> None:
@@ -133,6 +155,38 @@ def test_the_shipped_config_is_valid() -> None:
         (
             ("[gateway]", "[gatewy]"),
             "config.toml: gatewy: unknown key",
+        ),
+        # Wrong types are refused, never coerced.
+        (
+            ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\n  baudrate = true'),
+            "config.toml: beds[0].devices[0].baudrate: Input should be a valid integer",
+        ),
+        (
+            ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\n  baudrate = "9600"'),
+            "config.toml: beds[0].devices[0].baudrate: Input should be a valid integer",
+        ),
+        (
+            ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\n  bytesize = 8.0'),
+            "config.toml: beds[0].devices[0].bytesize:",
+        ),
+        (
+            ('listen = "127.0.0.1:8081"', 'listen = "127.0.0.1:8081"\nstale_after = "5"'),
+            "config.toml: gateway.stale_after: Input should be a valid number",
+        ),
+        (
+            ('listen = "127.0.0.1:8081"', 'listen = "127.0.0.1:8081"\nsimulation = "yes"'),
+            "config.toml: gateway.simulation: Input should be a valid boolean",
+        ),
+        (
+            (
+                'label = "Bed 2 (window)"',
+                'label = "Bed 2"\n[beds.patient]\nname = "X"\nmrn = "1"\nbirth_date = "1970-13-01"',
+            ),
+            "config.toml: beds[1].patient.birth_date:",
+        ),
+        (
+            ('listen = "127.0.0.1:8081"', 'listen = "127.0.0.1:8081"\n[store]\nquota_mb = -1'),
+            "config.toml: store.quota_mb: Input should be greater than 0",
         ),
     ],
 )

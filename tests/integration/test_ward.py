@@ -19,6 +19,8 @@ from drivers.clock import ManualClock
 from gateway.config import load
 from gateway.daemon import Gateway
 from gateway.supervisor import SdNotify
+from gateway.twin.crypto import KeyRing, generate_kek
+from gateway.twin.store import TwinStore
 
 CONFIG = """
 [gateway]
@@ -83,13 +85,16 @@ async def ward(tmp_path: Path) -> AsyncIterator[Ward]:
     path = tmp_path / "config.toml"
     path.write_text(textwrap.dedent(CONFIG))
     clock = ManualClock()
-    gateway = Gateway(load(path), clock=clock, notify=SdNotify(), listen_port=0)
+    config = load(path)
+    store = TwinStore(config.store.path, KeyRing(generate_kek()))
+    gateway = Gateway(config, clock=clock, notify=SdNotify(), listen_port=0, store=store)
     runner = asyncio.create_task(gateway.run(handle_signals=False))
     await asyncio.wait_for(gateway.supervisor.ready.wait(), 10)
     async with aiohttp.ClientSession() as session:
         yield Ward(gateway, clock, session)
     gateway.supervisor.stop()
     await asyncio.wait_for(runner, 5)
+    store.close()
 
 
 def fresh(bed: dict[str, Any], code: str) -> bool:
@@ -125,3 +130,19 @@ async def test_health_lists_every_task(ward: Ward) -> None:
     names = {t["name"] for t in health["tasks"]}
     assert {"device:ox-1", "device:ox-2", "simulator:ox-1", "twin", "web"} <= names
     assert health["gateway"] == "ward-test"
+
+
+async def test_what_the_page_shows_is_stored(ward: Ward) -> None:
+    beds = await ward.until(lambda b: b["bed-1"]["devices"][0].get("stored", 0) >= 20, 20)
+    writer = ward.gateway.writer
+    assert writer is not None
+    store = writer.store
+    # Read through the writer's thread: the store is never used by two threads at once.
+    rows = await writer.call(lambda: list(store.rows("numeric", "bed-1")))
+    counts = await writer.call(store.counts)
+    spo2 = [r["value"] for r in rows if r["stream"] == "ox-1/MDC_PULS_OXIM_SAT_O2"]
+    pulse = [r["value"] for r in rows if r["stream"] == "ox-1/MDC_PULS_OXIM_PULS_RATE"]
+    assert spo2 and all(90 <= v <= 100 for v in spo2)
+    assert pulse and all(40 <= v <= 140 for v in pulse)
+    assert counts["waveform_staging"] + counts["waveform_blocks"] > 0
+    assert beds["bed-1"]["devices"][0]["stored"] >= 20

@@ -7,7 +7,7 @@ and the share of one core the device's real byte rate costs. A reference loop th
 touches every byte runs in the same invocation, so figures can be compared across machines
 as a ratio.
 
-    .venv/bin/python bench/codecs.py [--seconds-of-traffic N] [--repeat R]
+    .venv/bin/python bench/serial_codecs.py [--seconds-of-traffic N] [--repeat R]
 """
 
 from __future__ import annotations
