@@ -1,10 +1,10 @@
 """CPU cost of a live simulated ward: the whole daemon, in real time, at 1 and at N beds.
 
-Each bed has a simulated Nonin oximeter (data format 7, 75 frames/s) on its own pty, read
-by the production transport and driver, through the hub into the twin, with the page
-serving and one SSE client attached. The simulators run in the same process, so the figure
-is an upper bound on the gateway's own cost. The 1-bed run is the reference measured in the
-same invocation; the marginal cost per bed is (N-bed - 1-bed) / (N - 1).
+Each bed has a simulated Nonin oximeter (data format 7, 75 frames/s) on its own pty, read by
+the production transport and driver, through the hub into the twin and the encrypted store,
+with the page serving and one SSE client attached. The simulators run in the same process,
+so the figure is an upper bound on the gateway's own cost. The 1-bed run is the reference
+measured in the same invocation; the marginal cost per bed is (N-bed - 1-bed) / (N - 1).
 
     .venv/bin/python bench/ward.py [--beds 16] [--seconds 20]
 """
@@ -27,6 +27,8 @@ from gateway import logs
 from gateway.config import load
 from gateway.daemon import Gateway
 from gateway.supervisor import SdNotify
+from gateway.twin.crypto import KeyRing, generate_kek
+from gateway.twin.store import TwinStore
 
 
 def ward_config(beds: int, directory: Path) -> Path:
@@ -48,7 +50,9 @@ def cpu_seconds() -> float:
 
 async def measure(beds: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        gateway = Gateway(load(ward_config(beds, Path(tmp))), notify=SdNotify(), listen_port=0)
+        config = load(ward_config(beds, Path(tmp)))
+        store = TwinStore(config.store.path, KeyRing(generate_kek()))
+        gateway = Gateway(config, notify=SdNotify(), listen_port=0, store=store)
         runner = asyncio.create_task(gateway.run(handle_signals=False))
         await gateway.supervisor.ready.wait()
         url = f"http://127.0.0.1:{gateway.web.port}/api/stream"
@@ -69,9 +73,11 @@ async def measure(beds: int, seconds: float) -> dict[str, float]:
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         frames1 = sum(m.counters.frames_decoded for m in gateway.models.values())
         dropped = sum(m.counters.bytes_dropped for m in gateway.models.values())
+        stored = gateway.writer.stats.stored if gateway.writer else 0
         client.cancel()
         gateway.supervisor.stop()
         await runner
+        store.close()
         wall = wall1 - wall0
         return {
             "beds": beds,
@@ -80,6 +86,7 @@ async def measure(beds: int, seconds: float) -> dict[str, float]:
             "expected_frames_per_s": 75.0 * beds,
             "bytes_dropped": dropped,
             "sse_events": events,
+            "stored_readings": stored,
         }
 
 

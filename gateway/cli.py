@@ -325,12 +325,18 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 # -- admissions -----------------------------------------------------------------------------
-def _cmd_admit(args: argparse.Namespace) -> int:
+def _bed_command_config(args: argparse.Namespace, command: str) -> Config | None:
+    """The config for a command about one bed; None (reported) if unusable or no such bed."""
     config = _load_or_report(args.config, args.data_dir)
+    if config is not None and args.bed not in {b.id for b in config.beds}:
+        print(f"{command}: no bed {args.bed!r} in {args.config}", file=sys.stderr)
+        return None
+    return config
+
+
+def _cmd_admit(args: argparse.Namespace) -> int:
+    config = _bed_command_config(args, "admit")
     if config is None:
-        return EXIT_USAGE
-    if args.bed not in {b.id for b in config.beds}:
-        print(f"admit: no bed {args.bed!r} in {args.config}", file=sys.stderr)
         return EXIT_USAGE
     try:
         birth = date.fromisoformat(args.birth_date).isoformat()
@@ -351,7 +357,7 @@ def _cmd_admit(args: argparse.Namespace) -> int:
 
 
 def _cmd_discharge(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config, args.data_dir)
+    config = _bed_command_config(args, "discharge")
     if config is None:
         return EXIT_USAGE
     try:
@@ -382,11 +388,8 @@ def _cmd_discharge(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from gateway.twin.export import ExportError, export
 
-    config = _load_or_report(args.config, args.data_dir)
+    config = _bed_command_config(args, "export")
     if config is None:
-        return EXIT_USAGE
-    if args.bed not in {b.id for b in config.beds}:
-        print(f"export: no bed {args.bed!r} in {args.config}", file=sys.stderr)
         return EXIT_USAGE
     try:
         t_from = _parse_time(args.t_from)

@@ -398,33 +398,7 @@ class TwinStore:
             self._write_numeric(bed_id, admission_id, reading, now, result)
         elif isinstance(reading, Waveform):
             self._write_waveform(bed_id, admission_id, reading, now, result)
-        elif isinstance(reading, DeviceEvent):
-            payload = {
-                "type": "condition",
-                "condition": reading.condition.value,
-                "active": reading.active,
-                "detail": reading.detail,
-            }
-            self._insert_sealed(
-                "device_events",
-                "event",
-                bed_id,
-                admission_id,
-                reading.source,
-                reading.time,
-                payload,
-                now,
-            )
-            result.events_written += 1
         else:
-            assert isinstance(reading, Identity)
-            payload = {
-                "type": "identity",
-                "manufacturer": reading.manufacturer,
-                "model": reading.model,
-                "serial": reading.serial,
-                "firmware": reading.firmware,
-            }
             self._insert_sealed(
                 "device_events",
                 "event",
@@ -432,7 +406,7 @@ class TwinStore:
                 admission_id,
                 reading.source,
                 reading.time,
-                payload,
+                _event_payload(reading),
                 now,
             )
             result.events_written += 1
@@ -1114,6 +1088,23 @@ def _aad(table: str, bed_id: str, admission_id: int, *rest: str | int | float | 
 
 def _key_aad(admission_id: int, bed_id: str) -> bytes:
     return associated_data("admission-key", bed_id, admission_id)
+
+
+def _event_payload(reading: DeviceEvent | Identity) -> dict[str, Any]:
+    if isinstance(reading, DeviceEvent):
+        return {
+            "type": "condition",
+            "condition": reading.condition.value,
+            "active": reading.active,
+            "detail": reading.detail,
+        }
+    return {
+        "type": "identity",
+        "manufacturer": reading.manufacturer,
+        "model": reading.model,
+        "serial": reading.serial,
+        "firmware": reading.firmware,
+    }
 
 
 def _to_counts(samples: npt.NDArray[np.float64], resolution: float) -> npt.NDArray[np.int64]:

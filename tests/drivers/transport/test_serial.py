@@ -459,7 +459,7 @@ async def test_loop_url_close_wakes_a_waiting_read() -> None:
 @pytest.fixture
 async def socat_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     if shutil.which("socat") is None:
-        pytest.skip("socat is not installed")
+        pytest.fail("socat is not installed: .ci/run installs it (apt-get install socat)")
     a, b = str(tmp_path / "ttyA"), str(tmp_path / "ttyB")
     proc = await asyncio.create_subprocess_exec(
         "socat",
