@@ -27,11 +27,11 @@ from pydantic import BaseModel
 
 from drivers import codes
 from drivers.clock import Clock
+from drivers.conditions import ConditionTracker
 from drivers.device import SerialDeviceModel, SerialSettings
 from drivers.readings import (
     CodecCounters,
     Condition,
-    DeviceEvent,
     Identity,
     MeasurementStatus,
     Numeric,
@@ -572,7 +572,7 @@ class NoninOximeter:
         self.settings = settings
         self._codec = NoninCodec(settings.data_format)
         self.counters: CodecCounters = self._codec.counters
-        self._active: set[Condition] = set()
+        self._conditions = ConditionTracker(device_id, CONDITIONS, _CONDITION_DETAIL)
         self._low_perfusion = False
         self._identified = False
         self._samples_emitted = 0
@@ -580,7 +580,7 @@ class NoninOximeter:
     @property
     def active_conditions(self) -> frozenset[Condition]:
         """Conditions currently raised (an ``active=True`` event sent, not yet cleared)."""
-        return frozenset(self._active)
+        return self._conditions.active
 
     def on_connect(self, now: float) -> tuple[bytes, Sequence[Reading]]:
         """Reset for a fresh link; returns the set-format command (only when the settings
@@ -613,13 +613,7 @@ class NoninOximeter:
         return self._clear_all(now)
 
     def _clear_all(self, now: float) -> list[Reading]:
-        events: list[Reading] = [
-            DeviceEvent(self.device_id, c, False, now, _CONDITION_DETAIL[c])
-            for c in CONDITIONS
-            if c in self._active
-        ]
-        self._active.clear()
-        return events
+        return list(self._conditions.clear(now))
 
     def _readings(self, packet: NoninPacket, now: float, end_time: float) -> list[Reading]:
         readings: list[Reading] = []
@@ -635,7 +629,7 @@ class NoninOximeter:
         state = {c: bool(union & bit) for c, bit in _STATUS_CONDITIONS}
         state[Condition.LOW_PERFUSION] = self._low_perfusion
         state[Condition.LOW_BATTERY] = bool(values.stat2 & Stat2.LOW_BATTERY)
-        readings.extend(self._edges(state, now))
+        readings.extend(self._conditions.update(state, now))
 
         quality = MeasurementStatus.NONE
         if union & (Status.ARTF | Status.OOT):
@@ -674,22 +668,6 @@ class NoninOximeter:
             colour = status & _PERFUSION_BITS
             if colour:
                 self._low_perfusion = colour == Status.RPRF
-
-    def _edges(self, state: dict[Condition, bool], now: float) -> list[Reading]:
-        events: list[Reading] = []
-        for condition in CONDITIONS:
-            active = state[condition]
-            if active != (condition in self._active):
-                if active:
-                    self._active.add(condition)
-                else:
-                    self._active.discard(condition)
-                events.append(
-                    DeviceEvent(
-                        self.device_id, condition, active, now, _CONDITION_DETAIL[condition]
-                    )
-                )
-        return events
 
 
 def _judge(
