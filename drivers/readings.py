@@ -71,6 +71,24 @@ class Condition(enum.Enum):
     LOW_PERFUSION = "low_perfusion"
     #: Device battery low.
     LOW_BATTERY = "low_battery"
+    #: Oximeter: no sensor attached to the device at all (as opposed to off the patient).
+    NO_SENSOR = "no_sensor"
+    #: Oximeter: sensor defective, unrecognised or incompatible.
+    SENSOR_FAULT = "sensor_fault"
+    #: Oximeter: searching for a pulse.
+    PULSE_SEARCH = "pulse_search"
+    #: Oximeter: interference detected (ambient light, electrosurgery ...).
+    INTERFERENCE = "interference"
+    #: Oximeter: the device's own signal-quality figure is too low to trust values.
+    LOW_SIGNAL_QUALITY = "low_signal_quality"
+    #: The device's own audible alarms are silenced (it will not alarm at the bedside).
+    DEVICE_ALARM_SILENCED = "device_alarm_silenced"
+    #: Samples or frames were lost between the device and the gateway (sequence gap).
+    SAMPLES_LOST = "samples_lost"
+    #: The device's clock differs from the gateway's by more than the tolerated skew.
+    CLOCK_SKEW = "clock_skew"
+    #: ECG: an electrode is off the patient (lead-off).
+    LEAD_OFF = "lead_off"
 
 
 @dataclass(frozen=True, slots=True)
