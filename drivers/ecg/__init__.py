@@ -1,0 +1,1 @@
+"""ECG sources: one module per wire protocol, codec and device model side by side."""
