@@ -16,10 +16,14 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from drivers.clock import Clock
 from drivers.device import SerialDeviceModel
 from drivers.readings import DeviceEvent, Identity, Numeric, Reading, Waveform
+
+if TYPE_CHECKING:
+    from drivers.transport.serial import SerialTransport
 
 
 class CaptureError(ValueError):
@@ -117,3 +121,26 @@ def reading_to_json(reading: Reading) -> dict[str, Any]:
         "unit": None,
         "t": reading.time,
     }
+
+
+async def record(transport: SerialTransport, clock: Clock, seconds: float, out: TextIO) -> int:
+    """Write what ``transport`` receives during ``seconds`` to ``out`` as capture lines.
+
+    Only reads: nothing is ever sent to the device. Returns the bytes recorded; a link
+    lost midway ends the recording early (what arrived is kept) and re-raises.
+    """
+    from drivers.serial_device import listen
+
+    recorded = 0
+
+    def write(data: bytes) -> None:
+        nonlocal recorded
+        out.write(capture_line(clock.wall(), data) + "\n")
+        recorded += len(data)
+
+    await transport.open()
+    try:
+        await listen(transport, clock, seconds, write)
+    finally:
+        out.flush()
+    return recorded

@@ -56,3 +56,22 @@ DEV_SAT_O2_VMD = Code("MDC_DEV_ANALY_SAT_O2_VMD", 69642)
 BY_REFID: dict[str, Code] = {
     c.refid: c for c in (SPO2, PULSE_RATE, PLETH, PERFUSION_INDEX, ECG_HEART_RATE, ECG_LEAD_II)
 }
+
+# --- Masimo ASCII 1 metrics (drivers/oximetry/masimo.py) -----------------------------------
+# [U] protocols.md (4c, 7.2) gives no MDC code for SpCO, SpMet, PVI, the desaturation index or
+# PI delta, and no standard code for them was verified. Until they are checked against
+# ISO/IEEE 11073-10101 (NIST RTMMS, IHE PCD Rosetta) they use term codes from partition 2's
+# private range (0xF000-0xFBFF; that this range is private is itself [U]) under refids marked
+# PRIV, so nothing downstream takes them for standard terms. Replace the numbers once verified.
+SPCO = Code("MDC_PRIV_MASIMO_SAT_CO", 192768)  # 2::0xF100, carboxyhaemoglobin SpCO, %
+SPMET = Code("MDC_PRIV_MASIMO_SAT_MET", 192772)  # 2::0xF104, methaemoglobin SpMet, %
+PVI = Code("MDC_PRIV_MASIMO_PLETH_VAR_INDEX", 192776)  # 2::0xF108, pleth variability, %
+DESAT_INDEX = Code("MDC_PRIV_MASIMO_DESAT_INDEX", 192780)  # 2::0xF10C, desaturation count
+PI_DELTA = Code("MDC_PRIV_MASIMO_PERF_REL_DELTA", 192784)  # 2::0xF110, PI change, % [U]
+BY_REFID.update({c.refid: c for c in (SPCO, SPMET, PVI, DESAT_INDEX, PI_DELTA)})
+
+# --- ECG limb leads I and III (drivers/ecg/openbci.py) -------------------------------------
+# protocols.md 7.2, ECG lead II row: lead I 131329, lead III 131389 (HL7 uv-pocd ECG example).
+ECG_LEAD_I = Code("MDC_ECG_ELEC_POTL_I", 131329)
+ECG_LEAD_III = Code("MDC_ECG_ELEC_POTL_III", 131389)
+BY_REFID.update({c.refid: c for c in (ECG_LEAD_I, ECG_LEAD_III)})

@@ -7,9 +7,9 @@ lists them. A name that appears twice is a programming error, raised on first us
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -46,13 +46,18 @@ class DriverSpec:
     make_model: Callable[[str, BaseModel], SerialDeviceModel]
     scenarios: tuple[str, ...] = ()
     make_simulator: Callable[[BaseModel, str, Clock, str], Simulator] | None = None
+    #: Settings to try when probing an unknown port (each merged over the defaults); a
+    #: driver whose device only talks after a command cannot be probed and lists none.
+    probe_variants: tuple[Mapping[str, Any], ...] = ({},)
+    #: USB (vendor id, product id) pairs of the device or its usual cable.
+    usb_ids: tuple[tuple[int, int], ...] = ()
 
 
 def _builtin_specs() -> list[DriverSpec]:
     # Imported here, not at the top: driver modules import DriverSpec from this module.
-    from drivers.oximetry import nonin
+    from drivers.oximetry import contec, masimo, nonin
 
-    return [nonin.SPEC]
+    return [nonin.SPEC, contec.SPEC, masimo.SPEC]
 
 
 @functools.cache
@@ -72,3 +77,22 @@ def get(name: str) -> DriverSpec:
 
 def names() -> list[str]:
     return sorted(_drivers())
+
+
+#: USB-serial bridges found in medical device cables. They identify the chip, not the
+#: device behind it, so they only narrow the choice; probing tells the protocol.
+USB_BRIDGES: Mapping[tuple[int, int], str] = {
+    (0x0403, 0x6001): "FTDI FT232R USB-serial bridge",
+    (0x0403, 0x6015): "FTDI FT231X USB-serial bridge (e.g. the OpenBCI dongle)",
+    (0x10C4, 0xEA60): "Silicon Labs CP210x USB-serial bridge (e.g. Contec CMS50 cables)",
+    (0x067B, 0x2303): "Prolific PL2303 USB-serial bridge",
+    (0x1A86, 0x7523): "WCH CH340 USB-serial bridge",
+}
+
+
+def suggest(vid: int | None, pid: int | None) -> tuple[str, list[str]]:
+    """What a USB id says about a port: (what it is, driver names that match exactly)."""
+    if vid is None or pid is None:
+        return "", []
+    exact = [spec.name for spec in _drivers().values() if (vid, pid) in spec.usb_ids]
+    return USB_BRIDGES.get((vid, pid), ""), exact

@@ -12,6 +12,7 @@ opened or the link drops, ``active=False`` once connected.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 
 from drivers.clock import Clock
@@ -114,3 +115,29 @@ def _link_event(device_id: str, clock: Clock, *, active: bool, detail: str = "")
         time=clock.wall(),
         detail=detail,
     )
+
+
+async def listen(
+    transport: SerialTransport,
+    clock: Clock,
+    seconds: float,
+    on_data: Callable[[bytes], None],
+) -> None:
+    """Pass everything an open ``transport`` receives to ``on_data`` for ``seconds`` of
+    ``clock`` time, then close it. Never writes. A lost link ends it early and re-raises."""
+
+    async def read_all() -> None:
+        while True:
+            on_data(await transport.read())
+
+    reader = asyncio.ensure_future(read_all())
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((reader, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reader.cancel()
+        timer.cancel()
+        await asyncio.gather(reader, timer, return_exceptions=True)
+        await transport.close()
+    if not reader.cancelled() and (error := reader.exception()) is not None:
+        raise error

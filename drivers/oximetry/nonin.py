@@ -1,26 +1,35 @@
 """Nonin serial pulse oximeters (OEM III module, Xpod, WristOx2 3150, Onyx II 9560).
 
-Data formats 2 and 7 (``protocols.md`` section 4a): 75 five-byte frames per second, grouped
-in packets of 25 frames (one packet every 1/3 s). Each frame carries a STATUS byte, one
-pleth sample and one FLOAT byte; the FLOAT bytes of a packet, by frame position, spell out
-heart rate, SpO2, firmware revision, a timer and STAT2.
+Three of the device's serial data formats (``protocols.md`` section 4a):
 
-* DF2 frame: ``01 | STATUS | PLETH (8 bit) | FLOAT | CHK``
-* DF7 frame: ``STATUS | PLETH MSB | PLETH LSB | FLOAT | CHK``
+* **DF2 and DF7**: 75 five-byte frames per second, grouped in packets of 25 frames (one
+  packet every 1/3 s). Each frame carries a STATUS byte, one pleth sample and one FLOAT
+  byte; the FLOAT bytes of a packet, by frame position, spell out heart rate, SpO2
+  (several averages), firmware revision, a timer and STAT2.
 
-with ``CHK = sum(bytes 0..3) mod 256`` and STATUS bit 7 always set.
+  - DF2 frame: ``01 | STATUS | PLETH (8 bit) | FLOAT | CHK``
+  - DF7 frame: ``STATUS | PLETH MSB | PLETH LSB | FLOAT | CHK``
 
-The module is sans-I/O: :class:`NoninCodec` is fed bytes and returns :class:`NoninPacket`
-objects; :func:`encode_packet` is its inverse (used by the simulator and the property
-tests); :class:`NoninOximeter` turns packets into readings. Nothing here touches a port.
+  with ``CHK = sum(bytes 0..3) mod 256`` and STATUS bit 7 always set.
+* **DF8**: one four-byte frame per second, ``STATUS | HR | SpO2 | STATUS2``, with no
+  checksum and no pleth. Its STATUS bits are *not* those of DF2/DF7 (see :class:`Df8Status`).
+
+DF13 (SmartPoint spot-check records) is not implemented: see :class:`NoninSettings`.
+
+The module is sans-I/O: :class:`NoninCodec` (DF2/DF7) is fed bytes and returns
+:class:`NoninPacket` objects, :class:`NoninDf8Codec` returns :class:`NoninDf8Frame`
+objects; :func:`encode_packet` and :func:`encode_df8` are their inverses (used by the
+simulator and the property tests); :class:`NoninOximeter` turns either into readings.
+Nothing here touches a port.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 
 import numpy as np
 from pydantic import BaseModel
@@ -40,23 +49,27 @@ from drivers.readings import (
 )
 from drivers.registry import DriverSpec, Simulator
 
-DataFormat: TypeAlias = Literal[2, 7]
+#: Every data format the driver decodes (the ``data_format`` setting).
+DataFormat: TypeAlias = Literal[2, 7, 8]
+#: The formats made of 25-frame packets with a pleth sample per frame.
+PacketFormat: TypeAlias = Literal[2, 7]
 
 FRAME_LEN: Final = 5
 FRAMES_PER_PACKET: Final = 25
 PACKET_LEN: Final = FRAME_LEN * FRAMES_PER_PACKET
-#: Frames (and pleth samples) per second, both formats.
+#: Frames (and pleth samples) per second, DF2 and DF7.
 FRAME_RATE_HZ: Final = 75.0
 #: Seconds covered by one packet (1/3 s).
 PACKET_PERIOD_S: Final = FRAMES_PER_PACKET / FRAME_RATE_HZ
 #: Missing-value sentinels (protocols.md 4a).
 MISSING_HR: Final = 511
 MISSING_SPO2: Final = 127
-#: Largest pleth sample each format can carry.
-PLETH_MAX: Final[dict[DataFormat, int]] = {2: 0xFF, 7: 0xFFFF}
+#: Largest pleth sample each packet format can carry (DF8 has no pleth).
+PLETH_MAX: Final[dict[PacketFormat, int]] = {2: 0xFF, 7: 0xFFFF}
 
 _DF2_LEAD: Final = 0x01
 _HR_MAX: Final = 0x1FF  # 9-bit field
+_SPO2_MAX: Final = 100  # %
 
 
 class Status(enum.IntFlag):
@@ -307,7 +320,7 @@ def _checksum(head: bytes) -> int:
     return sum(head) & 0xFF
 
 
-def encode_frame(frame: NoninFrame, data_format: DataFormat) -> bytes:
+def encode_frame(frame: NoninFrame, data_format: PacketFormat) -> bytes:
     """The 5 wire bytes of ``frame``; ``ValueError`` if DF2 cannot carry its pleth."""
     if frame.pleth > PLETH_MAX[data_format]:
         raise ValueError(f"DF{data_format} pleth must be 0..{PLETH_MAX[data_format]}")
@@ -318,13 +331,13 @@ def encode_frame(frame: NoninFrame, data_format: DataFormat) -> bytes:
     return head + bytes((_checksum(head),))
 
 
-def encode_packet(packet: NoninPacket, data_format: DataFormat) -> bytes:
+def encode_packet(packet: NoninPacket, data_format: PacketFormat) -> bytes:
     """The 125 wire bytes of ``packet``."""
     return b"".join(encode_frame(f, data_format) for f in packet.frames)
 
 
 def decode_frame(
-    data: bytes | bytearray, data_format: DataFormat, offset: int = 0
+    data: bytes | bytearray, data_format: PacketFormat, offset: int = 0
 ) -> NoninFrame | None:
     """The frame in ``data[offset : offset + 5]``, or ``None`` unless it is a valid frame.
 
@@ -345,7 +358,7 @@ def decode_frame(
     return NoninFrame(status=b0, pleth=(b1 << 8) | b2, float_byte=b3)
 
 
-def _has_markers(data: bytes | bytearray, data_format: DataFormat, offset: int) -> bool:
+def _has_markers(data: bytes | bytearray, data_format: PacketFormat, offset: int) -> bool:
     """Whether the marker bits of a frame at ``offset`` are right, whatever its checksum."""
     if data_format == 2:
         return data[offset] == _DF2_LEAD and bool(data[offset + 1] & Status.MARKER)
@@ -355,7 +368,7 @@ def _has_markers(data: bytes | bytearray, data_format: DataFormat, offset: int) 
 #: Set-format option bits (protocols.md 4a "Commands"). The base bit is what OpenICE sends
 #: on every real device; Bluetooth-on keeps a 9560 reachable over SPP after its next power
 #: cycle and is meaningless on wired modules. Spot-check mode (0x40) is never sent: it would
-#: stop the continuous 75 Hz stream the gateway monitors.
+#: stop the continuous stream (75 Hz in DF2/DF7, 1 Hz in DF8) the gateway monitors.
 OPTION_BASE: Final = 0x01
 OPTION_BLUETOOTH_ON: Final = 0x20
 OPTION_SPOT_CHECK: Final = 0x40
@@ -369,10 +382,14 @@ _OP_SET_FORMAT: Final = 0x70
 def set_format_command(data_format: DataFormat, option: int = DEFAULT_FORMAT_OPTION) -> bytes:
     """The long-form "set data format" command: ``02 70 04 02 <fmt> <opt> <chk> 03``.
 
-    ``chk`` is the low byte of opcode + length + data bytes. Only selects what the device
-    streams; it changes no clinical setting. ``ValueError`` if ``option`` asks for
-    spot-check mode or does not fit a byte.
+    ``chk`` is the low byte of opcode + length + data bytes; ``<fmt>`` is 0x02, 0x07 or
+    0x08. Only selects what the device streams; it changes no clinical setting, but it
+    does store the option byte (see :class:`NoninSettings`). ``ValueError`` for a format
+    the driver cannot decode, or if ``option`` asks for spot-check mode or does not fit a
+    byte.
     """
+    if data_format not in get_args(DataFormat):
+        raise ValueError(f"data format must be one of {get_args(DataFormat)}, got {data_format!r}")
     if not 0 <= option <= 0xFF or option & OPTION_SPOT_CHECK:
         raise ValueError(f"option {option:#x} is not a continuous-streaming option byte")
     data = bytes((0x02, data_format, option))
@@ -408,10 +425,14 @@ class NoninCodec:
     packet (``PACKET_LEN - 1`` bytes); everything else was decoded or dropped.
     """
 
-    def __init__(self, data_format: DataFormat = 7, counters: CodecCounters | None = None) -> None:
+    def __init__(
+        self, data_format: PacketFormat = 7, counters: CodecCounters | None = None
+    ) -> None:
         if data_format not in PLETH_MAX:
-            raise ValueError(f"data format must be 2 or 7, got {data_format!r}")
-        self.data_format: Final[DataFormat] = data_format
+            raise ValueError(
+                f"NoninCodec decodes data format 2 or 7 (DF8: NoninDf8Codec), got {data_format!r}"
+            )
+        self.data_format: Final[PacketFormat] = data_format
         self.counters = counters if counters is not None else CodecCounters()
         self._buf = bytearray()
         # Frames already checked of the unfinished packet at buf[0]: small reads (a serial
@@ -493,6 +514,237 @@ class NoninCodec:
         return NoninPacket(tuple(frames))
 
 
+# --- data format 8 -------------------------------------------------------------------------
+
+#: Bytes in a DF8 frame: ``STATUS | HR | SpO2 | STATUS2`` (protocols.md 4a).
+DF8_FRAME_LEN: Final = 4
+#: Seconds between DF8 frames: the device sends one frame per second.
+DF8_FRAME_PERIOD_S: Final = 1.0
+#: After dropped bytes, this many frames come out unconfirmed (see :class:`NoninDf8Codec`).
+DF8_CONFIRM_FRAMES: Final = 2
+
+
+class Df8Status(enum.IntFlag):
+    """DF8 STATUS byte bits (protocols.md 4a "Data Format 8").
+
+    Careful, this is **not** the DF2/DF7 layout (:class:`Status`): OOT is bit 5 here (ARTF
+    there), ARTF bit 2 (RPRF there), LPRF bit 4 (OOT there), MPRF bit 3 (SNSA there), and
+    bits 1-0 carry heart-rate bits 8-7 instead of perfusion and SYNC. DF8 has no SYNC, no
+    SNSA and no green-perfusion bit. Mattjlewis and drphrozen describe both perfusion bits
+    as holding for the whole condition, not only during a pulse as in DF2/DF7 [S].
+    """
+
+    HR_BIT7 = 0x01  # heart rate bit 7
+    HR_BIT8 = 0x02  # heart rate bit 8
+    ARTF = 0x04  # artifact
+    MPRF = 0x08  # marginal perfusion (medium amplitude, DF2/DF7's "yellow")
+    LPRF = 0x10  # low perfusion (low amplitude, DF2/DF7's "red")
+    OOT = 0x20  # out of track: no consecutive good pulses
+    SNSD = 0x40  # sensor disconnected
+    MARKER = 0x80  # always set: marks the STATUS byte, the frame's first
+
+
+#: The STATUS bits that are flags (the rest are the marker and heart-rate bits 8-7).
+DF8_FLAG_BITS: Final = (
+    Df8Status.SNSD | Df8Status.OOT | Df8Status.LPRF | Df8Status.MPRF | Df8Status.ARTF
+)
+_DF8_HR_HIGH: Final = Df8Status.HR_BIT8 | Df8Status.HR_BIT7
+
+
+class Df8Status2(enum.IntFlag):
+    """DF8 STATUS2 bits the driver relies on: only bit 0, low battery, is agreed on.
+
+    The other bits are [U] in protocols.md 4a and deliberately left unnamed, so nothing
+    maps them: bit 1 critical battery and bit 2 spot-check mode (drphrozen only), bit 3
+    "sensor alarm" (mattjlewis) or "sensor faulty/unusable" (drphrozen), bit 5 SmartPoint
+    algorithm (mattjlewis only). They stay available raw in
+    :attr:`NoninDf8Frame.status2`.
+    """
+
+    LOW_BATTERY = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class NoninDf8Frame:
+    """One DF8 frame: one second of numerics and status, no pleth.
+
+    ``flags`` are the STATUS flag bits (:data:`DF8_FLAG_BITS` of :class:`Df8Status`; the
+    marker and heart-rate bits are wire detail); ``hr`` is the pulse rate in beats/min
+    (0..510) and ``spo2`` the saturation in percent (0..100), ``None`` where the device
+    sent its missing sentinel (HR 511, SpO2 127); ``status2`` is the STATUS2 byte
+    (0..0x7F, :class:`Df8Status2`).
+
+    ``confirmed`` is not on the wire and takes no part in equality: the decoder clears it
+    on the first :data:`DF8_CONFIRM_FRAMES` frames after dropped bytes, whose alignment
+    nothing confirms (see :class:`NoninDf8Codec`).
+    """
+
+    flags: int
+    hr: int | None
+    spo2: int | None
+    status2: int = 0
+    confirmed: bool = field(default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.flags & ~DF8_FLAG_BITS:
+            raise ValueError(f"flags must be DF8 STATUS flag bits, got {self.flags:#x}")
+        if self.hr is not None and not 0 <= self.hr < MISSING_HR:
+            raise ValueError(f"heart rate must be 0..{MISSING_HR - 1} or None, got {self.hr}")
+        if self.spo2 is not None and not 0 <= self.spo2 <= _SPO2_MAX:
+            raise ValueError(f"DF8 SpO2 must be 0..{_SPO2_MAX} or None, got {self.spo2}")
+        if not 0 <= self.status2 <= 0x7F:
+            raise ValueError(f"status2 must be 0..0x7F (bit 7 clear), got {self.status2:#x}")
+
+    @property
+    def status(self) -> Df8Status:
+        """The STATUS byte's flags (without the marker and heart-rate bits)."""
+        return Df8Status(self.flags)
+
+
+def encode_df8(frame: NoninDf8Frame) -> bytes:
+    """The 4 wire bytes of ``frame``: ``STATUS | HR bits 6-0 | SpO2 | STATUS2``."""
+    hr = MISSING_HR if frame.hr is None else frame.hr
+    spo2 = MISSING_SPO2 if frame.spo2 is None else frame.spo2
+    return bytes((Df8Status.MARKER | frame.flags | hr >> 7, hr & 0x7F, spo2, frame.status2))
+
+
+def decode_df8(data: bytes | bytearray, offset: int = 0) -> NoninDf8Frame | None:
+    """The DF8 frame in ``data[offset : offset + 4]``, or ``None`` unless it passes the
+    codec's rules (see :class:`NoninDf8Codec`); too few bytes also give ``None``."""
+    return _df8_at(data, offset, confirmed=True)
+
+
+def _df8_at(data: bytes | bytearray, offset: int, *, confirmed: bool) -> NoninDf8Frame | None:
+    if not 0 <= offset <= len(data) - DF8_FRAME_LEN:
+        return None
+    status, hr_low, spo2, status2 = data[offset : offset + DF8_FRAME_LEN]
+    # Rule 1 (structure): bit 7 set on STATUS and only there.
+    if not status & Df8Status.MARKER or (hr_low | spo2 | status2) & Df8Status.MARKER:
+        return None
+    # Rule 2 (plausibility): a saturation is a percentage, or the missing sentinel.
+    if spo2 > _SPO2_MAX and spo2 != MISSING_SPO2:
+        return None
+    hr = ((status & _DF8_HR_HIGH) << 7) | hr_low
+    return NoninDf8Frame(
+        flags=status & DF8_FLAG_BITS,
+        hr=None if hr == MISSING_HR else hr,
+        spo2=None if spo2 == MISSING_SPO2 else spo2,
+        status2=status2,
+        confirmed=confirmed,
+    )
+
+
+_DF8_STATUS_BYTE: Final = re.compile(rb"[\x80-\xff]")
+
+
+class NoninDf8Codec:
+    """Sans-I/O decoder for DF8: feed bytes, get frames.
+
+    DF8 has no checksum and no packet structure, and its once-per-second cadence is not
+    in the bytes (reads batch frames, and a codec never sees time), so a frame is
+    recognised by two rules alone:
+
+    1. **Structure**: byte 0 (STATUS) has bit 7 set and bytes 1-3 have it clear. For
+       byte 1 (HR bits 6-0) and byte 2 (SpO2 0..100 or 127) that is their content; for
+       byte 3 (STATUS2) it is an inference: no reader assigns its bit 7 and drphrozen's
+       reader finds frames by "the byte with bit 7 set" [S]; check it on a device [U].
+    2. **Plausibility**: SpO2 is 0..100 or the 127 sentinel; 101..126 is no saturation.
+
+    Rule 1 makes alignment unambiguous on a clean line: STATUS is the only byte of a frame
+    with bit 7 set, so every window straddling two real frames has a STATUS byte in
+    position 1-3 and is refused. Hence joining mid-stream costs only the tail of the frame
+    in progress, and garbage *between* frames never costs an intact frame: a window that
+    starts in the garbage and reaches the next real STATUS byte is refused, so the search
+    always reaches that byte. The search jumps straight from a refused byte to the next
+    byte with bit 7 set.
+
+    **Residual risk**, which no rule can remove without a checksum (a flipped bit other
+    than bit 7 always goes unnoticed):
+
+    * garbage can itself look like a frame: random bytes pass both rules at about 1
+      position in 20 (1/2 for the marker, 1/8 for three clear bits 7, 102/128 for SpO2),
+      so a burst of noise typically yields a forged frame or two;
+    * noise spliced *inside* a frame whose last byte has bit 7 set joins the real frame's
+      last three bytes into one with the real SpO2 and STATUS2 but the noise's flags and
+      heart-rate bits 8-7 (a rate off by a multiple of 128);
+    * noise spliced inside a frame whose first bytes have bit 7 clear completes the real
+      frame's first bytes into a frame with the noise's SpO2 and/or STATUS2 (likely when
+      the split is late in the frame: 1 in 2 for a split before the last byte).
+
+    The mitigation: after any dropped bytes the next :data:`DF8_CONFIRM_FRAMES` frames
+    come out with ``confirmed=False``; the model publishes their numbers as questionable
+    and lets them change no condition. That catches the first two cases unless garbage
+    passes both rules in more than two windows in a row. It cannot catch the third (the
+    gap comes *after* the forged frame, and confirming a frame by the one after it would
+    delay every DF8 value by a second), nor garbage that sits exactly between two frames
+    without a byte dropped, which is indistinguishable from a frame. The price is two
+    seconds of questionable numbers after each gap, including when joining mid-stream.
+
+    Counters (``counters``, shared across :meth:`reset`) obey
+    ``bytes_received == DF8_FRAME_LEN * frames_decoded + bytes_dropped + buffered``.
+    ``checksum_errors`` stays 0 (there is no checksum: refused windows are dropped bytes);
+    ``resyncs`` counts frames delivered after bytes were dropped since the previous frame
+    (hunting for the first frame after a reset is not a resync). Between calls the buffer
+    holds at most an unfinished frame (3 bytes) whose bytes so far pass rule 1.
+    """
+
+    def __init__(self, counters: CodecCounters | None = None) -> None:
+        self.counters = counters if counters is not None else CodecCounters()
+        self._buf = bytearray()
+        self._unconfirmed = 0  # frames still to come out unconfirmed after a drop
+        self._had_frame = False
+        self._lost = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame (< ``DF8_FRAME_LEN``)."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget alignment and buffered bytes (counted as dropped) for a fresh link."""
+        self.counters.bytes_dropped += len(self._buf)
+        self._buf.clear()
+        self._unconfirmed = 0
+        self._had_frame = False
+        self._lost = False
+
+    def feed(self, data: bytes) -> list[NoninDf8Frame]:
+        """Decode ``data``; returns the frames completed by it, oldest first. Never raises."""
+        self.counters.bytes_received += len(data)
+        buf = self._buf
+        buf += data
+        frames: list[NoninDf8Frame] = []
+        pos, end = 0, len(buf)
+        while pos < end:
+            if buf[pos] & Df8Status.MARKER:
+                # A later byte with bit 7 inside the window: this one cannot start a frame.
+                clash = _DF8_STATUS_BYTE.search(buf, pos + 1, min(pos + DF8_FRAME_LEN, end))
+                if clash is not None:
+                    skip_to = clash.start()
+                elif end - pos < DF8_FRAME_LEN:
+                    break  # a frame has started; the rest has not arrived yet
+                else:
+                    frame = _df8_at(buf, pos, confirmed=not self._unconfirmed)
+                    if frame is not None:
+                        frames.append(frame)
+                        self.counters.frames_decoded += 1
+                        if self._lost:
+                            self.counters.resyncs += 1
+                        self._had_frame, self._lost = True, False
+                        self._unconfirmed = max(0, self._unconfirmed - 1)
+                        pos += DF8_FRAME_LEN
+                        continue
+                    skip_to = pos + 1  # implausible: the next byte with bit 7 is further on
+            else:
+                found = _DF8_STATUS_BYTE.search(buf, pos)
+                skip_to = end if found is None else found.start()
+            self.counters.bytes_dropped += skip_to - pos
+            self._unconfirmed, self._lost = DF8_CONFIRM_FRAMES, self._had_frame
+            pos = skip_to
+        del buf[:pos]
+        return frames
+
+
 # --- device model --------------------------------------------------------------------------
 
 
@@ -500,10 +752,16 @@ class NoninSettings(SerialSettings):
     """Serial settings (9600 8N1 by default), the data format the device streams, and
     whether to select that format at connect.
 
+    ``data_format`` is 2, 7 (the default) or 8; it must match what the device sends,
+    unless ``select_format`` is on. DF13 (SmartPoint spot-check records) is not offered:
+    a device sends those only in spot-check mode, which would stop the continuous stream
+    a monitoring gateway needs (the set-format command here never selects it), and 4a
+    marks its field order [U] on a single source.
+
     ``select_format`` is off by default: the set-format command also rewrites the device's
     stored option byte (for example Bluetooth at power-up on a 9560), so sending it changes
     a device setting, and the gateway only reads from medical devices unless a technician
-    opts in for a device that must be switched to ``data_format``.
+    opts in for a device that must be switched to ``data_format`` (any of 2, 7, 8).
     """
 
     data_format: DataFormat = 7
@@ -531,48 +789,103 @@ _CONDITION_DETAIL: Final[dict[Condition, str]] = {
     Condition.LOW_PERFUSION: "Nonin red perfusion on the last pulse",
     Condition.LOW_BATTERY: "Nonin STAT2 bit 0",
 }
-_SPO2_MAX: Final = 100
+#: DF8: conditions raised straight from a STATUS bit of the frame (DF8 bit positions).
+_DF8_STATUS_CONDITIONS: Final[tuple[tuple[Condition, Df8Status], ...]] = (
+    (Condition.SENSOR_OFF, Df8Status.SNSD),
+    (Condition.OUT_OF_TRACK, Df8Status.OOT),
+    (Condition.ARTIFACT, Df8Status.ARTF),
+)
+#: Every condition the driver reports in DF8 (no sensor alarm: DF8 STATUS has no SNSA and
+#: the STATUS2 bit said to carry it is [U]), in the order events are emitted.
+DF8_CONDITIONS: Final[tuple[Condition, ...]] = (
+    *(c for c, _ in _DF8_STATUS_CONDITIONS),
+    Condition.LOW_PERFUSION,
+    Condition.LOW_BATTERY,
+)
+_DF8_CONDITION_DETAIL: Final[dict[Condition, str]] = {
+    Condition.SENSOR_OFF: "Nonin DF8 STATUS bit 6 (SNSD)",
+    Condition.OUT_OF_TRACK: "Nonin DF8 STATUS bit 5 (OOT)",
+    Condition.ARTIFACT: "Nonin DF8 STATUS bit 2 (ARTF)",
+    Condition.LOW_PERFUSION: "Nonin DF8 STATUS bit 4 (LPRF)",
+    Condition.LOW_BATTERY: "Nonin DF8 STATUS2 bit 0",
+}
 
 
 class NoninOximeter:
-    """Device model for a Nonin oximeter streaming DF2 or DF7 (a ``SerialDeviceModel``).
+    """Device model for a Nonin oximeter streaming DF2, DF7 or DF8 (a ``SerialDeviceModel``).
 
-    Per packet (every 1/3 s) it emits:
+    **Which value is published, and so alarmed on.** The gateway's alarms work on the
+    numerics a driver publishes, so the choice below is the choice of alarm input.
 
-    * ``Numeric`` SpO2 (%, 0..100) from the **4-beat average** (FLOAT frame 3). The 8-beat
-      "extended" and display values are smoother but lag a real desaturation by several
-      beats, and the design puts delays in the alarm engine, not in averaging; the
-      beat-to-beat and fast values are too noisy to alarm on.
-    * ``Numeric`` pulse rate (/min) from the 4-beat average (FLOAT frames 1-2).
+    * DF2/DF7 send several versions of each number per packet, all decoded and kept apart
+      in :class:`NoninValues`: 4-beat averages (``hr``, ``spo2``), 8-beat "extended"
+      averages (``e_hr``, ``e_spo2``), the values the device displays (``hr_display``,
+      ``e_hr_display``, ``spo2_display``, ``e_spo2_display``), and a fast and a
+      beat-to-beat SpO2 (``spo2_fast``, ``spo2_b2b``). The driver publishes the **4-beat
+      averages** only: the 8-beat and display values are smoother but lag a real
+      desaturation or rate change by several beats, and the design puts delays in the
+      alarm engine, not in averaging; the fast and beat-to-beat values are too noisy to
+      alarm on.
+    * DF8 sends one pulse rate and one SpO2 per second and no other version, so there is
+      nothing to keep apart: those are published and alarmed on. Which averaging the
+      device applies to them is not in protocols.md 4a [U] (the OEM specification would
+      say).
+
+    **DF2/DF7**, per packet (every 1/3 s):
+
+    * ``Numeric`` SpO2 (%, 0..100) from FLOAT frame 3 and ``Numeric`` pulse rate (/min)
+      from FLOAT frames 1-2, both 4-beat averages.
     * ``Waveform`` pleth, 25 samples at 75 Hz in device units (DF2 0..255, DF7 0..65535).
       ``sequence`` is the index of the chunk's first sample among the samples emitted since
       connect. A chunk ends at ``now``; several packets decoded from one read are laid
       back to back before it.
-    * ``DeviceEvent`` when a condition changes (edge-triggered, evaluated per packet).
+    * ``DeviceEvent`` when a condition changes (edge-triggered, evaluated per packet). A
+      STATUS bit counts for a packet if it is set in any of its frames.
 
-    Numerics carry value ``None`` with ``UNAVAILABLE`` when the device sends its missing
-    sentinel or reports the sensor off; SpO2 above 100 becomes ``None`` with ``INVALID``.
-    Otherwise the status flags are ``QUESTIONABLE`` for artifact or out-of-track,
-    ``INVALID`` for the sensor alarm ("unusable data"), ``LOW_PERFUSION`` for red
-    perfusion. A STATUS bit counts for a packet if it is set in any of its frames.
+    Perfusion is special in DF2/DF7: the device asserts its colour bits only for about
+    160 ms of each pulse, so most packets carry none. The model therefore latches the
+    colour of the most recent pulse (red alone = low perfusion; green, or green+red
+    "yellow", = adequate) until another pulse shows a colour or the sensor comes off;
+    otherwise the condition would flicker at the heart rate.
 
-    Perfusion is special: the device asserts its colour bits only for about 160 ms of each
-    pulse, so most packets carry none. The model therefore latches the colour of the most
-    recent pulse (red alone = low perfusion; green, or green+red "yellow", = adequate) until
-    another pulse shows a colour or the sensor comes off; otherwise the condition would
-    flicker at the heart rate.
+    **DF8**, per frame (every second): ``Numeric`` SpO2 (%) and pulse rate (/min), and
+    ``DeviceEvent`` when a condition changes. No ``Waveform``: DF8 carries no pleth. Its
+    perfusion bits hold for the whole condition, so they map directly, per frame: LPRF
+    (low, DF2/DF7's red) raises low perfusion; MPRF (marginal, DF2/DF7's yellow) raises
+    nothing, exactly as yellow is adequate in DF2/DF7, so switching a device's format does
+    not change what alarms. STATUS2 bit 0 is low battery; its other bits are [U] and
+    unmapped (:class:`Df8Status2`). DF8 has no checksum, so a frame the codec could not
+    confirm (one of the first two after dropped bytes, possibly forged by line noise: see
+    :class:`NoninDf8Codec`) has its numerics published as ``QUESTIONABLE`` and changes no
+    condition: noise must not flicker "sensor off" on and off. The limit of that choice:
+    a device that put stray bytes between *every* frame would get questionable numerics
+    (still unavailable whenever a frame says the sensor is off) but no condition changes;
+    no public source describes such a device, and ``bytes_dropped`` would climb every
+    second.
 
-    Identity (manufacturer "Nonin", firmware revision from FLOAT frame 4) is published
-    once per connection, with the first packet. DF2/DF7 carry no perfusion index, so none
-    is emitted.
+    **Every format.** Numerics carry value ``None`` with ``UNAVAILABLE`` when the device
+    sends its missing sentinel (HR 511, SpO2 127) or reports the sensor off; a sentinel is
+    never a number. SpO2 above 100 becomes ``None`` with ``INVALID`` (DF8 frames cannot
+    carry one: the codec refuses them). Otherwise the status flags are ``QUESTIONABLE``
+    for artifact or out-of-track, ``INVALID`` for the DF2/DF7 sensor alarm ("unusable
+    data"), ``LOW_PERFUSION`` for low perfusion. Identity (manufacturer "Nonin"; in
+    DF2/DF7 the firmware revision from FLOAT frame 4, which DF8 does not carry) is
+    published once per connection, with the first packet or frame. No format carries a
+    perfusion index, so none is emitted.
     """
 
     def __init__(self, device_id: str, settings: NoninSettings) -> None:
         self.device_id = device_id
         self.settings = settings
-        self._codec = NoninCodec(settings.data_format)
+        self._codec: NoninCodec | NoninDf8Codec
+        if settings.data_format == 8:
+            self._codec = NoninDf8Codec()
+            conditions, details = DF8_CONDITIONS, _DF8_CONDITION_DETAIL
+        else:
+            self._codec = NoninCodec(settings.data_format)
+            conditions, details = CONDITIONS, _CONDITION_DETAIL
         self.counters: CodecCounters = self._codec.counters
-        self._conditions = ConditionTracker(device_id, CONDITIONS, _CONDITION_DETAIL)
+        self._conditions = ConditionTracker(device_id, conditions, details)
         self._low_perfusion = False
         self._identified = False
         self._samples_emitted = 0
@@ -601,8 +914,12 @@ class NoninOximeter:
 
     def feed(self, data: bytes, now: float) -> Sequence[Reading]:
         """Decode ``data`` received at wall time ``now`` (UTC s) into readings."""
-        packets = self._codec.feed(data)
         readings: list[Reading] = []
+        if isinstance(self._codec, NoninDf8Codec):
+            for frame in self._codec.feed(data):
+                readings.extend(self._df8_readings(frame, now))
+            return readings
+        packets = self._codec.feed(data)
         for i, packet in enumerate(packets):
             end_time = now - (len(packets) - 1 - i) * PACKET_PERIOD_S
             readings.extend(self._readings(packet, now, end_time))
@@ -615,13 +932,32 @@ class NoninOximeter:
     def _clear_all(self, now: float) -> list[Reading]:
         return list(self._conditions.clear(now))
 
-    def _readings(self, packet: NoninPacket, now: float, end_time: float) -> list[Reading]:
+    def _identity(self, now: float, firmware: str = "") -> list[Reading]:
+        if self._identified:
+            return []
+        self._identified = True
+        return [Identity(self.device_id, now, manufacturer="Nonin", firmware=firmware)]
+
+    def _numerics(
+        self,
+        spo2: int | None,
+        hr: int | None,
+        sensor_off: bool,
+        quality: MeasurementStatus,
+        now: float,
+    ) -> list[Reading]:
         readings: list[Reading] = []
+        for code, unit, value, limit in (
+            (codes.SPO2, codes.PERCENT, spo2, _SPO2_MAX),
+            (codes.PULSE_RATE, codes.BEATS_PER_MINUTE, hr, _HR_MAX - 1),
+        ):
+            number, status = _judge(value, limit, sensor_off, quality)
+            readings.append(Numeric(self.device_id, code, number, unit, now, status=status))
+        return readings
+
+    def _readings(self, packet: NoninPacket, now: float, end_time: float) -> list[Reading]:
         values = packet.values
-        if not self._identified:
-            self._identified = True
-            firmware = f"0x{values.firmware:02X}"
-            readings.append(Identity(self.device_id, now, manufacturer="Nonin", firmware=firmware))
+        readings = self._identity(now, firmware=f"0x{values.firmware:02X}")
 
         union = packet.status_union
         sensor_off = bool(union & Status.SNSD)
@@ -638,12 +974,7 @@ class NoninOximeter:
             quality |= MeasurementStatus.INVALID
         if self._low_perfusion:
             quality |= MeasurementStatus.LOW_PERFUSION
-        for code, unit, value, limit in (
-            (codes.SPO2, codes.PERCENT, values.spo2, _SPO2_MAX),
-            (codes.PULSE_RATE, codes.BEATS_PER_MINUTE, values.hr, _HR_MAX - 1),
-        ):
-            number, status = _judge(value, limit, sensor_off, quality)
-            readings.append(Numeric(self.device_id, code, number, unit, now, status=status))
+        readings.extend(self._numerics(values.spo2, values.hr, sensor_off, quality, now))
 
         samples = np.asarray(packet.pleth, dtype=np.float64)
         readings.append(
@@ -668,6 +999,25 @@ class NoninOximeter:
             colour = status & _PERFUSION_BITS
             if colour:
                 self._low_perfusion = colour == Status.RPRF
+
+    def _df8_readings(self, frame: NoninDf8Frame, now: float) -> list[Reading]:
+        readings = self._identity(now)
+        status = frame.status
+        sensor_off = bool(status & Df8Status.SNSD)
+        low_perfusion = bool(status & Df8Status.LPRF) and not sensor_off
+        if frame.confirmed:
+            state = {c: bool(status & bit) for c, bit in _DF8_STATUS_CONDITIONS}
+            state[Condition.LOW_PERFUSION] = low_perfusion
+            state[Condition.LOW_BATTERY] = bool(frame.status2 & Df8Status2.LOW_BATTERY)
+            readings.extend(self._conditions.update(state, now))
+
+        quality = MeasurementStatus.NONE
+        if not frame.confirmed or status & (Df8Status.ARTF | Df8Status.OOT):
+            quality |= MeasurementStatus.QUESTIONABLE
+        if low_perfusion:
+            quality |= MeasurementStatus.LOW_PERFUSION
+        readings.extend(self._numerics(frame.spo2, frame.hr, sensor_off, quality, now))
+        return readings
 
 
 def _judge(
@@ -709,10 +1059,14 @@ SPEC = DriverSpec(
     name="nonin",
     description=(
         "Nonin pulse oximeter (OEM III, Xpod, WristOx2, Onyx II) on a serial port, data "
-        "format 7 or 2: SpO2, pulse rate, pleth at 75 Hz, sensor and perfusion conditions"
+        "format 7, 2 (SpO2, pulse rate, pleth at 75 Hz) or 8 (SpO2 and pulse rate once a "
+        "second, no pleth); sensor, perfusion and battery conditions"
     ),
     settings=NoninSettings,
     make_model=_make_model,
     scenarios=SCENARIOS,
     make_simulator=_make_simulator,
+    # DF8 is left out of probing: at 4 bytes a second a few seconds of listening hold only
+    # a few frames, and without a checksum a handful of frames is weak evidence.
+    probe_variants=({"data_format": 7}, {"data_format": 2}),
 )

@@ -1,14 +1,17 @@
-"""A simulated Nonin oximeter that writes real DF2/DF7 frames into a pty.
+"""A simulated Nonin oximeter that writes real DF2, DF7 or DF8 frames into a pty.
 
 Two halves, as everywhere in ``drivers``:
 
 * :class:`NoninScenario` is pure and deterministic (a seeded ``random.Random``, no clock):
-  each :meth:`~NoninScenario.step` is the next 1/3 s of the device's life, with the packet
-  it sends and the exact bytes it puts on the line.
+  each :meth:`~NoninScenario.step` is the next period of the device's life (1/3 s, one
+  25-frame packet, in DF2/DF7; 1 s, one 4-byte frame, in DF8), with what it sends and the
+  exact bytes it puts on the line.
 * :class:`NoninSimulator` plays a scenario in real (or injected) time through a
   :class:`~drivers.simulate.pty.PtyLink`, plugging and unplugging it as the scenario says.
 
-Scenarios (names declared by the driver's ``SPEC.scenarios``):
+Scenarios (names declared by the driver's ``SPEC.scenarios``), the same in every format;
+DF8 carries no pleth and no perfusion colour per pulse, so only its numerics and flags
+follow the story:
 
 ``normal``
     SpO2 about 97 %, pulse about 72 /min with respiratory variation.
@@ -19,7 +22,8 @@ Scenarios (names declared by the driver's ``SPEC.scenarios``):
     Normal, but every 60 s the sensor is off for 15 s (SNSD set, HR 511, SpO2 127), then
     the device searches for 4 s (OOT set, values still missing) before values return.
 ``noise``
-    Normal, plus a burst of 8 to 48 random bytes spliced into the line every 10 s.
+    Normal, plus a burst of 8 to 48 random bytes spliced into the line every 10 s, at a
+    random place in that period's bytes (so it may split a frame).
 ``unplug``
     Connected for 40 s, unplugged for 15 s, plugged back; repeats every 55 s.
 """
@@ -31,19 +35,25 @@ import math
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, get_args
 
 from drivers.clock import Clock
 from drivers.oximetry.nonin import (
+    DF8_FRAME_PERIOD_S,
     FRAME_RATE_HZ,
     FRAMES_PER_PACKET,
+    PACKET_PERIOD_S,
     PLETH_MAX,
     SCENARIOS,
     DataFormat,
+    Df8Status,
+    NoninDf8Frame,
     NoninPacket,
     NoninSettings,
     NoninValues,
+    PacketFormat,
     Status,
+    encode_df8,
     encode_packet,
 )
 from drivers.simulate.pty import PtyLink
@@ -74,7 +84,7 @@ _PROBE_OFF_S: Final = 15.0
 _PROBE_SEARCH_S: Final = 4.0
 
 # noise: one burst per period.
-_NOISE_PERIOD_PACKETS: Final = 30  # 10 s
+_NOISE_PERIOD_S: Final = 10.0
 _NOISE_MIN_BYTES: Final = 8
 _NOISE_MAX_BYTES: Final = 48
 
@@ -99,17 +109,19 @@ class SensorState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SimStep:
-    """One packet period (1/3 s) of the simulated device.
+    """One period of the simulated device: 1/3 s in DF2/DF7, 1 s in DF8.
 
     ``elapsed`` is seconds since the scenario started, at the start of the period;
-    ``packet`` is ``None`` while unplugged; ``wire`` is the bytes on the line for the
-    period: the encoded packet, with any noise spliced in.
+    ``packet`` is the DF2/DF7 packet sent and ``frame`` the DF8 frame sent (each ``None``
+    in the other format, and both while unplugged); ``wire`` is the bytes on the line for
+    the period: the encoded packet or frame, with any noise spliced in.
     """
 
     elapsed: float
     plugged: bool
     packet: NoninPacket | None
     wire: bytes
+    frame: NoninDf8Frame | None = None
 
 
 def pleth_shape(phase: float) -> float:
@@ -139,10 +151,11 @@ def desaturation_spo2(elapsed: float) -> float:
 
 
 class NoninScenario:
-    """Deterministic packet source for one named scenario (see the module docstring).
+    """Deterministic packet or frame source for one named scenario (module docstring).
 
-    ``data_format`` decides the pleth scale (DF2 8-bit, DF7 16-bit) and the wire bytes;
-    the same ``seed`` always gives the same steps.
+    ``data_format`` decides the period and the wire bytes: DF2 and DF7 send a packet
+    every 1/3 s (pleth 8-bit and 16-bit), DF8 a 4-byte frame every second. The same
+    ``seed`` always gives the same steps.
     """
 
     def __init__(
@@ -155,6 +168,8 @@ class NoninScenario:
     ) -> None:
         if name not in SCENARIOS:
             raise ValueError(f"unknown Nonin scenario {name!r}; choose one of {SCENARIOS}")
+        if data_format not in get_args(DataFormat):
+            raise ValueError(f"data format must be one of {get_args(DataFormat)}")
         self.name = name
         self.data_format: Final[DataFormat] = data_format
         self.firmware = firmware
@@ -164,8 +179,15 @@ class NoninScenario:
         self._perfusion_left = 0  # frames of perfusion colour still to show
 
     @property
+    def period(self) -> float:
+        """Seconds covered by one step: 1/3 s (DF2/DF7 packet) or 1 s (DF8 frame)."""
+        return DF8_FRAME_PERIOD_S if self.data_format == 8 else PACKET_PERIOD_S
+
+    @property
     def elapsed(self) -> float:
         """Seconds from the scenario's start to the next step."""
+        if self.data_format == 8:
+            return self._index * DF8_FRAME_PERIOD_S
         # Whole frames over the frame rate: exact at every whole second, no drift.
         return self._index * FRAMES_PER_PACKET / FRAME_RATE_HZ
 
@@ -199,30 +221,37 @@ class NoninScenario:
         return _HR_NORMAL + resp + _DESAT_HR_RISE * hypoxia
 
     def step(self) -> SimStep:
-        """The next 1/3 s of the device's life."""
+        """The next period (:attr:`period`) of the device's life."""
         elapsed = self.elapsed
         index = self._index
         self._index += 1
         if not self.plugged_at(elapsed):
             return SimStep(elapsed, False, None, b"")
-        packet = self._packet(elapsed)
-        wire = encode_packet(packet, self.data_format)
-        if self.name == "noise" and index % _NOISE_PERIOD_PACKETS == _NOISE_PERIOD_PACKETS - 1:
+        packet: NoninPacket | None = None
+        frame: NoninDf8Frame | None = None
+        if self.data_format == 8:
+            frame = self._df8_frame(elapsed)
+            wire = encode_df8(frame)
+        else:
+            packet = self._packet(elapsed, self.data_format)
+            wire = encode_packet(packet, self.data_format)
+        noise_steps = round(_NOISE_PERIOD_S / self.period)
+        if self.name == "noise" and index % noise_steps == noise_steps - 1:
             wire = self._splice_noise(wire)
-        return SimStep(elapsed, True, packet, wire)
+        return SimStep(elapsed, True, packet, wire, frame)
 
-    def _packet(self, elapsed: float) -> NoninPacket:
+    def _packet(self, elapsed: float, data_format: PacketFormat) -> NoninPacket:
         sensor = self.sensor_at(elapsed)
         hr = self.hr_target_at(elapsed)
         statuses: list[int] = []
         pleth: list[int] = []
         for _ in range(FRAMES_PER_PACKET):
-            status, sample = self._frame(sensor, hr)
+            status, sample = self._frame(sensor, hr, PLETH_MAX[data_format])
             statuses.append(status)
             pleth.append(sample)
         if sensor is SensorState.ON:
             values = NoninValues.steady(
-                round(hr + self._rng.gauss(0.0, _HR_JITTER_SD)),
+                self._hr_reading(hr),
                 self._spo2_reading(elapsed),
                 firmware=self.firmware,
                 timer=self._timer(elapsed),
@@ -233,11 +262,21 @@ class NoninScenario:
             )
         return NoninPacket.build(values, statuses, pleth)
 
-    def _frame(self, sensor: SensorState, hr: float) -> tuple[int, int]:
-        """STATUS byte and pleth sample of the next frame."""
+    def _df8_frame(self, elapsed: float) -> NoninDf8Frame:
+        """The DF8 frame for the second starting at ``elapsed``: numerics and flags only."""
+        sensor = self.sensor_at(elapsed)
+        if sensor is SensorState.OFF:
+            return NoninDf8Frame(flags=Df8Status.SNSD, hr=None, spo2=None)
+        if sensor is SensorState.SEARCHING:
+            return NoninDf8Frame(flags=Df8Status.OOT, hr=None, spo2=None)
+        hr = self._hr_reading(self.hr_target_at(elapsed))
+        return NoninDf8Frame(flags=0, hr=hr, spo2=self._spo2_reading(elapsed))
+
+    def _frame(self, sensor: SensorState, hr: float, full: int) -> tuple[int, int]:
+        """STATUS byte and pleth sample (``full`` = top of the scale) of the next frame."""
         if sensor is SensorState.OFF:
             self._perfusion_left = 0
-            return Status.MARKER | Status.SNSD, self._scale(0.0)
+            return Status.MARKER | Status.SNSD, self._scale(0.0, full)
         self._phase += hr / 60.0 / FRAME_RATE_HZ
         if self._phase >= 1.0:
             self._phase -= 1.0
@@ -248,12 +287,15 @@ class NoninScenario:
         elif self._perfusion_left:
             status |= Status.GPRF
         self._perfusion_left = max(0, self._perfusion_left - 1)
-        return status, self._scale(pleth_shape(self._phase))
+        return status, self._scale(pleth_shape(self._phase), full)
 
-    def _scale(self, shape: float) -> int:
+    @staticmethod
+    def _scale(shape: float, full: int) -> int:
         # A quarter of full scale as baseline, half of it as pulse height: stays in range.
-        full = PLETH_MAX[self.data_format]
         return min(full, max(0, round(full * (0.25 + 0.5 * shape))))
+
+    def _hr_reading(self, hr: float) -> int:
+        return round(hr + self._rng.gauss(0.0, _HR_JITTER_SD))
 
     def _spo2_reading(self, elapsed: float) -> int:
         jitter = self._rng.choice((-1, 1)) if self._rng.random() < _SPO2_JITTER_P else 0
@@ -273,8 +315,9 @@ class NoninScenario:
 class NoninSimulator:
     """Plays a :class:`NoninScenario` into a pty whose slave is reachable at ``link_path``.
 
-    Writes one packet (25 frames) at the end of each 1/3 s of ``clock`` time, so the line
-    carries 75 frames/s. Bytes the driver sends (the set-format command) are drained each
+    Writes each step's bytes at the end of its period of ``clock`` time: one packet (25
+    frames) every 1/3 s in DF2/DF7, so the line carries 75 frames/s, or one 4-byte frame
+    every second in DF8. Bytes the driver sends (the set-format command) are drained each
     period, so the pty never fills, and the latest are kept in :attr:`received`; they are
     not obeyed: the simulated device always streams ``settings.data_format``. Without a
     ``seed`` the scenario is seeded from ``link_path``, so beds differ but runs repeat.
@@ -324,7 +367,7 @@ class NoninSimulator:
                     self._link.plug()
                 elif not step.plugged and self._link.plugged:
                     self._link.unplug()
-                # The packet's last frame leaves the device at the end of its period.
+                # The step's last byte leaves the device at the end of its period.
                 await self._clock.sleep(start + self.scenario.elapsed - self._clock.monotonic())
                 if step.plugged:
                     self._link.write(step.wire)

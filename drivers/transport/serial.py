@@ -29,8 +29,10 @@ import concurrent.futures
 import enum
 import errno
 import logging
+import os
 import termios
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -529,3 +531,48 @@ def _close_url_handler(
                 _log.debug("%s on serial port %s failed: %s", abort, port, err)
         concurrent.futures.wait(workers, timeout=_WORKER_JOIN_S)
     _close_quietly(ser, port)
+
+
+# -- what is plugged in ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PortInfo:
+    """A serial port the system knows, as a technician needs to identify it.
+
+    ``by_id`` lists the stable ``/dev/serial/by-id`` names that point at ``device`` (use one
+    of those in config.toml: they survive re-plugging into another USB socket).
+    """
+
+    device: str
+    description: str = ""
+    vid: int | None = None
+    pid: int | None = None
+    serial_number: str = ""
+    manufacturer: str = ""
+    by_id: tuple[str, ...] = ()
+
+
+def list_serial_ports(by_id_dir: str = "/dev/serial/by-id") -> list[PortInfo]:
+    """Serial ports the system reports (USB adapters, on-board UARTs), with their by-id names."""
+    from serial.tools import list_ports
+
+    aliases: dict[str, list[str]] = {}
+    if os.path.isdir(by_id_dir):
+        for name in sorted(os.listdir(by_id_dir)):
+            link = os.path.join(by_id_dir, name)
+            aliases.setdefault(os.path.realpath(link), []).append(link)
+    ports = []
+    for info in sorted(list_ports.comports(), key=lambda p: p.device):
+        ports.append(
+            PortInfo(
+                device=info.device,
+                description=info.description or "",
+                vid=info.vid,
+                pid=info.pid,
+                serial_number=info.serial_number or "",
+                manufacturer=info.manufacturer or "",
+                by_id=tuple(aliases.get(os.path.realpath(info.device), ())),
+            )
+        )
+    return ports

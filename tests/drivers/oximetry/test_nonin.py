@@ -1,7 +1,8 @@
-"""Nonin DF2/DF7 codec and device model.
+"""Nonin DF2/DF7/DF8 codecs and device model.
 
 Byte-exact vectors come from protocols.md section 4a ("4a. Nonin"): the real DF2 capture
-(Nonin 9560 over SPP), the synthetic DF7 frame and the long-form set-format command.
+(Nonin 9560 over SPP), the synthetic DF7 frame, the two DF8 worked examples and the
+long-form set-format command. The DF8 tests are grouped at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 from drivers import codes, registry
 from drivers.device import SerialSettings
 from drivers.oximetry.nonin import (
+    DF8_FLAG_BITS,
+    DF8_FRAME_LEN,
     FRAME_LEN,
     FRAMES_PER_PACKET,
     PACKET_LEN,
@@ -26,15 +29,22 @@ from drivers.oximetry.nonin import (
     PLETH_MAX,
     SPEC,
     DataFormat,
+    Df8Status,
+    Df8Status2,
     NoninCodec,
+    NoninDf8Codec,
+    NoninDf8Frame,
     NoninFrame,
     NoninOximeter,
     NoninPacket,
     NoninSettings,
     NoninValues,
+    PacketFormat,
     Stat2,
     Status,
+    decode_df8,
     decode_frame,
+    encode_df8,
     encode_frame,
     encode_packet,
     set_format_command,
@@ -52,7 +62,7 @@ from drivers.readings import (
 
 T = TypeVar("T")
 
-FORMATS: tuple[DataFormat, ...] = (2, 7)
+FORMATS: tuple[PacketFormat, ...] = (2, 7)
 NOW = 1_767_225_600.0
 
 # protocols.md 4a, "Real capture, one packet (Nonin 9560 over SPP)", re-ordered to start
@@ -95,7 +105,7 @@ def df7_vector_packet() -> NoninPacket:
     return make_packet(pleth=[0x1234] + [0x2000 + i for i in range(1, FRAMES_PER_PACKET)])
 
 
-def vector(data_format: DataFormat) -> bytes:
+def vector(data_format: PacketFormat) -> bytes:
     return CAPTURE_DF2 if data_format == 2 else encode_packet(df7_vector_packet(), 7)
 
 
@@ -160,7 +170,11 @@ def test_df7_synthetic_frame() -> None:
 
 @pytest.mark.parametrize(
     ("data_format", "expected"),
-    [(7, "02 70 04 02 07 21 9E 03"), (2, "02 70 04 02 02 21 99 03")],
+    [
+        (7, "02 70 04 02 07 21 9E 03"),
+        (2, "02 70 04 02 02 21 99 03"),
+        (8, "02 70 04 02 08 21 9F 03"),  # 0x70+0x04+0x02+0x08+0x21 = 0x9F
+    ],
 )
 def test_set_format_command(data_format: DataFormat, expected: str) -> None:
     # 4a "Commands": checksum = low byte of 0x70 + 0x04 + data; 0x70+0x04+0x02+0x07+0x21 = 0x9E.
@@ -170,6 +184,8 @@ def test_set_format_command(data_format: DataFormat, expected: str) -> None:
 def test_set_format_command_refuses_spot_check_mode() -> None:
     with pytest.raises(ValueError, match="streaming"):
         set_format_command(7, option=0x41)
+    with pytest.raises(ValueError, match="data format"):
+        set_format_command(13)  # type: ignore[arg-type]  # DF13 spot-check: not offered
 
 
 def test_decode_frame_rejects_bad_frames() -> None:
@@ -217,7 +233,7 @@ def test_packet_invariants_are_enforced() -> None:
 
 @pytest.mark.parametrize("data_format", FORMATS)
 @CHUNK_SIZES
-def test_every_split_gives_the_same_packet(data_format: DataFormat, chunk: int | None) -> None:
+def test_every_split_gives_the_same_packet(data_format: PacketFormat, chunk: int | None) -> None:
     data = vector(data_format)
     [whole] = NoninCodec(data_format).feed(data)
     codec = NoninCodec(data_format)
@@ -231,7 +247,9 @@ def test_every_split_gives_the_same_packet(data_format: DataFormat, chunk: int |
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("where", ["before", "between", "after", "everywhere"])
 @CHUNK_SIZES
-def test_garbage_costs_only_itself(data_format: DataFormat, where: str, chunk: int | None) -> None:
+def test_garbage_costs_only_itself(
+    data_format: PacketFormat, where: str, chunk: int | None
+) -> None:
     packet = vector(data_format)
     g = {w: GARBAGE if where in (w, "everywhere") else b"" for w in ("before", "between", "after")}
     data = g["before"] + packet + g["between"] + packet + g["after"]
@@ -247,7 +265,7 @@ def test_garbage_costs_only_itself(data_format: DataFormat, where: str, chunk: i
 @pytest.mark.parametrize("data_format", FORMATS)
 @CHUNK_SIZES
 def test_bad_checksum_aborts_the_packet_and_is_counted(
-    data_format: DataFormat, chunk: int | None
+    data_format: PacketFormat, chunk: int | None
 ) -> None:
     good = vector(data_format)
     bad = bytearray(good)
@@ -263,7 +281,7 @@ def test_bad_checksum_aborts_the_packet_and_is_counted(
 
 @pytest.mark.parametrize("data_format", FORMATS)
 @CHUNK_SIZES
-def test_sync_inside_a_packet_aborts_it(data_format: DataFormat, chunk: int | None) -> None:
+def test_sync_inside_a_packet_aborts_it(data_format: PacketFormat, chunk: int | None) -> None:
     good = vector(data_format)
     truncated = good[: 12 * FRAME_LEN]  # device restarted mid-packet
     codec = NoninCodec(data_format)
@@ -294,14 +312,14 @@ def test_reset_drops_buffered_bytes_but_keeps_counting() -> None:
 
 def test_codec_refuses_unknown_format() -> None:
     with pytest.raises(ValueError, match="2 or 7"):
-        NoninCodec(8)  # type: ignore[arg-type]
+        NoninCodec(8)  # type: ignore[arg-type]  # DF8 has its own codec
 
 
 # --- properties ---------------------------------------------------------------------------
 
 
 @st.composite
-def packets(draw: st.DrawFn, data_format: DataFormat) -> NoninPacket:
+def packets(draw: st.DrawFn, data_format: PacketFormat) -> NoninPacket:
     """Any packet the format can carry, reserved FLOAT bytes included."""
     n = FRAMES_PER_PACKET
     statuses = draw(st.lists(st.integers(0x80, 0xFF), min_size=n, max_size=n))
@@ -319,7 +337,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 @pytest.mark.parametrize("data_format", FORMATS)
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
-def test_decode_encode_round_trip(data_format: DataFormat, data: st.DataObject) -> None:
+def test_decode_encode_round_trip(data_format: PacketFormat, data: st.DataObject) -> None:
     sent = data.draw(st.lists(packets(data_format), min_size=1, max_size=4))
     wire = b"".join(encode_packet(p, data_format) for p in sent)
     cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=12))
@@ -359,7 +377,7 @@ def test_values_round_trip_through_float_bytes(values: NoninValues) -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_garbage_between_packets_costs_only_itself(
-    data_format: DataFormat, data: st.DataObject
+    data_format: PacketFormat, data: st.DataObject
 ) -> None:
     sent = data.draw(st.lists(packets(data_format), min_size=1, max_size=3))
     gaps = data.draw(st.lists(st.binary(max_size=60), min_size=len(sent) + 1))
@@ -374,7 +392,7 @@ def test_garbage_between_packets_costs_only_itself(
 @pytest.mark.parametrize("data_format", FORMATS)
 @settings(max_examples=200, deadline=None)
 @given(chunks=st.lists(st.binary(max_size=300), max_size=8))
-def test_arbitrary_bytes_never_raise(data_format: DataFormat, chunks: list[bytes]) -> None:
+def test_arbitrary_bytes_never_raise(data_format: PacketFormat, chunks: list[bytes]) -> None:
     codec = NoninCodec(data_format)
     for p in feed_all(codec, chunks):
         assert isinstance(p, NoninPacket)
@@ -405,6 +423,7 @@ def feed_packets(
     model: NoninOximeter, packets_: Sequence[NoninPacket], now: float = NOW
 ) -> list[Reading]:
     data_format = model.settings.data_format
+    assert data_format != 8
     return list(model.feed(b"".join(encode_packet(p, data_format) for p in packets_), now))
 
 
@@ -623,8 +642,11 @@ def test_readings_carry_source_and_time() -> None:
 def test_settings_defaults_and_validation() -> None:
     s = NoninSettings()
     assert (s.data_format, s.baudrate, s.bytesize, s.parity, s.stopbits) == (7, 9600, 8, "N", 1)
-    with pytest.raises(ValidationError):
-        NoninSettings(data_format=8)
+    assert not s.select_format
+    assert NoninSettings(data_format=8).data_format == 8
+    for bad in (1, 13, "8"):  # DF13 is not offered; strict settings refuse a string
+        with pytest.raises(ValidationError):
+            NoninSettings(data_format=bad)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         NoninSettings(format=2)  # type: ignore[call-arg]
 
@@ -654,3 +676,476 @@ def test_random_noise_stream_is_survivable() -> None:
         wire += chunk
     codec = NoninCodec(7)
     assert codec.feed(bytes(wire)) == intact
+
+
+# === data format 8 =========================================================================
+
+# protocols.md 4a "Data Format 8", worked examples (checked):
+#: ``80 48 61 00``: HR 72, SpO2 97, no flags.
+DF8_NORMAL = bytes.fromhex("80 48 61 00")
+#: ``C3 7F 7F 00``: SNSD set; HR 511 and SpO2 127 are the missing sentinels.
+DF8_SENSOR_OFF = bytes.fromhex("C3 7F 7F 00")
+#: Garbage built to look like DF8 frame starts without ever being a whole plausible frame:
+#: marker bytes followed too soon by another marker, and a dangling marker at the end.
+DF8_GARBAGE = bytes.fromhex("C3 7F 81 80 48 61 80 FF 00 06")
+
+
+def df8_stream(n: int = 5) -> tuple[list[NoninDf8Frame], bytes]:
+    """``n`` in-step frames (rates 70.., SpO2 95..) and their wire bytes."""
+    frames = [NoninDf8Frame(flags=0, hr=70 + i, spo2=95 + i % 5) for i in range(n)]
+    return frames, b"".join(map(encode_df8, frames))
+
+
+def feed_df8(codec: NoninDf8Codec, chunks: Iterable[bytes]) -> list[NoninDf8Frame]:
+    return [f for chunk in chunks for f in codec.feed(chunk)]
+
+
+def assert_df8_counters_consistent(codec: NoninDf8Codec, total: int) -> None:
+    c = codec.counters
+    assert c.bytes_received == total
+    assert DF8_FRAME_LEN * c.frames_decoded + c.bytes_dropped + codec.buffered == total
+    assert codec.buffered < DF8_FRAME_LEN
+    assert c.checksum_errors == 0  # DF8 has no checksum
+
+
+def is_subsequence(sub: Sequence[T], seq: Sequence[T]) -> bool:
+    it = iter(seq)
+    return all(any(x == y for y in it) for x in sub)
+
+
+# --- byte-exact vectors (protocols.md 4a "Data Format 8") --------------------------------
+
+
+def test_df8_worked_examples() -> None:
+    normal = decode_df8(DF8_NORMAL)
+    assert normal == NoninDf8Frame(flags=0, hr=72, spo2=97, status2=0)
+    assert encode_df8(normal) == DF8_NORMAL
+    off = decode_df8(DF8_SENSOR_OFF)
+    assert off == NoninDf8Frame(flags=Df8Status.SNSD, hr=None, spo2=None, status2=0)
+    assert off is not None and off.status == Df8Status.SNSD
+    assert encode_df8(off) == DF8_SENSOR_OFF
+    codec = NoninDf8Codec()
+    assert codec.feed(DF8_NORMAL + DF8_SENSOR_OFF) == [normal, off]
+    assert codec.counters == CodecCounters(bytes_received=8, frames_decoded=2)
+
+
+@pytest.mark.parametrize(
+    ("status", "flag"),
+    [
+        (0xC0, Df8Status.SNSD),  # bit 6, as in DF2/DF7
+        (0xA0, Df8Status.OOT),  # bit 5: ARTF in DF2/DF7
+        (0x90, Df8Status.LPRF),  # bit 4: OOT in DF2/DF7
+        (0x88, Df8Status.MPRF),  # bit 3: SNSA in DF2/DF7
+        (0x84, Df8Status.ARTF),  # bit 2: RPRF in DF2/DF7
+    ],
+)
+def test_df8_status_bits_are_not_the_df2_bits(status: int, flag: Df8Status) -> None:
+    frame = decode_df8(bytes((status, 0x48, 0x61, 0x00)))
+    assert frame is not None and frame.flags == flag and frame.hr == 72
+
+
+def test_df8_heart_rate_uses_status_bits_1_0_as_bits_8_7() -> None:
+    # 300 = 0b10_0101100: STATUS bits 1-0 = 0b10, byte 2 = 0x2C. drphrozen's "&" would give 0.
+    assert decode_df8(bytes.fromhex("82 2C 60 00")) == NoninDf8Frame(0, hr=300, spo2=96)
+    assert encode_df8(NoninDf8Frame(0, hr=300, spo2=96)) == bytes.fromhex("82 2C 60 00")
+    assert decode_df8(bytes.fromhex("81 00 60 00")) == NoninDf8Frame(0, hr=128, spo2=96)
+    assert decode_df8(bytes.fromhex("83 7E 60 00")) == NoninDf8Frame(0, hr=510, spo2=96)
+    # 511 only with all nine bits set; SpO2 127 independently missing.
+    assert decode_df8(bytes.fromhex("83 7F 60 00")) == NoninDf8Frame(0, hr=None, spo2=96)
+    assert decode_df8(bytes.fromhex("80 48 7F 00")) == NoninDf8Frame(0, hr=72, spo2=None)
+
+
+def test_decode_df8_rules() -> None:
+    assert decode_df8(bytes.fromhex("00 48 61 00")) is None  # STATUS bit 7 clear
+    for i in (1, 2, 3):  # bit 7 set anywhere else
+        window = bytearray(DF8_NORMAL)
+        window[i] |= 0x80
+        assert decode_df8(window) is None
+    assert decode_df8(bytes.fromhex("80 48 65 00")) is None  # SpO2 101
+    assert decode_df8(bytes.fromhex("80 48 7E 00")) is None  # SpO2 126
+    assert decode_df8(bytes.fromhex("80 48 64 00")) == NoninDf8Frame(0, hr=72, spo2=100)
+    assert decode_df8(DF8_NORMAL[:3]) is None  # too short
+    assert decode_df8(b"\x00" + DF8_NORMAL, offset=1) == decode_df8(DF8_NORMAL)
+
+
+def test_df8_frame_invariants() -> None:
+    with pytest.raises(ValueError, match="flags"):
+        NoninDf8Frame(flags=0x01, hr=72, spo2=97)  # an HR bit, not a flag
+    with pytest.raises(ValueError, match="flags"):
+        NoninDf8Frame(flags=0x80, hr=72, spo2=97)  # the marker is wire detail
+    with pytest.raises(ValueError, match="heart rate"):
+        NoninDf8Frame(flags=0, hr=511, spo2=97)  # the sentinel is None, never a number
+    with pytest.raises(ValueError, match="SpO2"):
+        NoninDf8Frame(flags=0, hr=72, spo2=127)
+    with pytest.raises(ValueError, match="SpO2"):
+        NoninDf8Frame(flags=0, hr=72, spo2=101)
+    with pytest.raises(ValueError, match="status2"):
+        NoninDf8Frame(flags=0, hr=72, spo2=97, status2=0x80)
+
+
+def test_df8_confirmed_is_not_part_of_equality() -> None:
+    assert NoninDf8Frame(0, 72, 97, confirmed=False) == NoninDf8Frame(0, 72, 97)
+    assert NoninDf8Frame(0, 72, 97).confirmed
+
+
+# --- feeding (whole, byte by byte, odd pieces, garbage) -----------------------------------
+
+
+@CHUNK_SIZES
+def test_df8_every_split_gives_the_same_frames(chunk: int | None) -> None:
+    frames, wire = df8_stream()
+    codec = NoninDf8Codec()
+    got = feed_df8(codec, split(wire, chunk))
+    assert got == frames
+    assert all(f.confirmed for f in got)
+    assert codec.counters.frames_decoded == len(frames)
+    assert codec.counters.bytes_dropped == 0 and codec.counters.resyncs == 0
+    assert_df8_counters_consistent(codec, len(wire))
+
+
+@pytest.mark.parametrize("where", ["before", "between", "after", "everywhere"])
+@CHUNK_SIZES
+def test_df8_garbage_costs_only_itself(where: str, chunk: int | None) -> None:
+    frames, wire = df8_stream(4)
+    first, rest = wire[:DF8_FRAME_LEN], wire[DF8_FRAME_LEN:]
+    g = {
+        w: DF8_GARBAGE if where in (w, "everywhere") else b""
+        for w in ("before", "between", "after")
+    }
+    data = g["before"] + first + g["between"] + rest + g["after"]
+    codec = NoninDf8Codec()
+    got = feed_df8(codec, split(data, chunk))
+    assert got == frames
+    # The two frames after dropped bytes are unconfirmed: nothing proves their alignment.
+    confirmed = {
+        "before": [False, False, True, True],
+        "between": [True, False, False, True],
+        "after": [True] * 4,
+        "everywhere": [False, False, False, True],
+    }
+    assert [f.confirmed for f in got] == confirmed[where]
+    assert codec.counters.bytes_dropped + codec.buffered == len(data) - len(wire)
+    assert codec.counters.resyncs == (1 if g["between"] else 0)
+    assert_df8_counters_consistent(codec, len(data))
+
+
+def test_df8_joining_mid_frame_costs_only_the_tail() -> None:
+    frames, wire = df8_stream(4)
+    codec = NoninDf8Codec()
+    got = codec.feed(wire[2:])
+    assert got == frames[1:]
+    assert [f.confirmed for f in got] == [False, False, True]
+    assert codec.counters.bytes_dropped == 2 and codec.counters.resyncs == 0
+
+
+def test_df8_a_byte_between_frames_costs_one_byte() -> None:
+    # e.g. the device's ACK (0x06) to the set-format command, between two frames.
+    frames, wire = df8_stream(2)
+    codec = NoninDf8Codec()
+    assert codec.feed(wire[:4] + b"\x06" + wire[4:]) == frames
+    assert codec.counters.bytes_dropped == 1 and codec.counters.resyncs == 1
+
+
+def test_df8_implausible_spo2_is_dropped_and_the_search_goes_on() -> None:
+    frames, wire = df8_stream(1)
+    codec = NoninDf8Codec()
+    assert codec.feed(bytes.fromhex("80 48 70 00") + wire) == frames  # SpO2 112
+    assert codec.counters.bytes_dropped == 4
+
+
+def test_df8_noise_inside_a_frame_can_forge_one_unconfirmed_frame() -> None:
+    # The residual risk NoninDf8Codec documents: noise splits a frame after its STATUS
+    # byte and ends in a byte with bit 7 set, which then heads the real frame's last three
+    # bytes. Nothing can tell the result from a frame, except that it follows a gap.
+    codec = NoninDf8Codec()
+    noisy = DF8_NORMAL[:1] + bytes.fromhex("05 93") + DF8_NORMAL[1:]
+    got = codec.feed(DF8_NORMAL + noisy + DF8_NORMAL * 2)
+    forged = NoninDf8Frame(flags=Df8Status.LPRF, hr=(0b11 << 7) | 0x48, spo2=97)
+    assert got == [decode_df8(DF8_NORMAL), forged, decode_df8(DF8_NORMAL), decode_df8(DF8_NORMAL)]
+    assert [f.confirmed for f in got] == [True, False, False, True]
+    assert codec.counters.bytes_dropped == 2 and codec.counters.resyncs == 1
+
+
+def test_df8_noise_late_in_a_frame_can_forge_a_confirmed_frame() -> None:
+    # The limit NoninDf8Codec documents: noise spliced before a frame's last byte whose
+    # first byte has bit 7 clear completes the frame with a forged STATUS2. The gap comes
+    # after the forged frame, so only the frames after the gap are unconfirmed.
+    codec = NoninDf8Codec()
+    noisy = DF8_NORMAL[:3] + bytes.fromhex("01 99") + DF8_NORMAL[3:]
+    got = codec.feed(DF8_NORMAL + noisy + DF8_NORMAL * 3)
+    assert got[1] == NoninDf8Frame(0, hr=72, spo2=97, status2=0x01)  # "low battery"
+    assert [f.confirmed for f in got] == [True, True, False, False, True]
+    assert codec.counters.bytes_dropped == 2
+
+
+def test_df8_a_chain_of_forged_frames_stays_unconfirmed() -> None:
+    # Garbage passing the rules twice in a row (seen in the noise scenario): both forged
+    # frames are unconfirmed, and so is the real frame right after them.
+    codec = NoninDf8Codec()
+    garbage = bytes.fromhex("06 85 10 20 30 86 11 21 31")
+    got = codec.feed(DF8_NORMAL + garbage + DF8_NORMAL * 2)
+    assert [f.hr for f in got] == [72, (1 << 7) | 0x10, (2 << 7) | 0x11, 72, 72]
+    assert [f.confirmed for f in got] == [True, False, False, True, True]
+
+
+def test_df8_reset_drops_buffered_bytes_but_keeps_counting() -> None:
+    codec = NoninDf8Codec()
+    assert codec.feed(DF8_NORMAL[:3]) == []
+    assert codec.buffered == 3
+    counters = codec.counters
+    codec.reset()
+    assert codec.counters is counters and counters.bytes_dropped == 3
+    assert codec.feed(DF8_NORMAL[3:]) == []  # a lone tail byte
+    [frame] = codec.feed(DF8_NORMAL)
+    assert not frame.confirmed and counters.resyncs == 0  # hunting after reset: no resync
+    assert_df8_counters_consistent(codec, 8)
+
+
+def test_df8_buffer_is_bounded() -> None:
+    codec = NoninDf8Codec()
+    codec.feed(bytes(1000))  # zeros: nothing can start a frame
+    assert codec.buffered == 0 and codec.counters.bytes_dropped == 1000
+    codec.feed(b"\xff" * 1000)  # markers only: each refuses the one before
+    assert codec.buffered == 1
+
+
+# --- properties ---------------------------------------------------------------------------
+
+
+df8_frames = st.builds(
+    NoninDf8Frame,
+    flags=st.integers(0, 0x7F).map(lambda v: v & DF8_FLAG_BITS),
+    hr=st.none() | st.integers(0, 510),
+    spo2=st.none() | st.integers(0, 100),
+    status2=st.integers(0, 0x7F),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_df8_decode_encode_round_trip(data: st.DataObject) -> None:
+    sent = data.draw(st.lists(df8_frames, min_size=1, max_size=8))
+    wire = b"".join(map(encode_df8, sent))
+    cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=12))
+    codec = NoninDf8Codec()
+    got = feed_df8(codec, chunked(wire, cuts))
+    assert got == sent and all(f.confirmed for f in got)
+    assert codec.counters.bytes_dropped == 0 and codec.buffered == 0
+
+
+@settings(max_examples=300)
+@given(window=st.binary(min_size=4, max_size=4))
+def test_df8_every_accepted_window_reencodes_byte_for_byte(window: bytes) -> None:
+    frame = decode_df8(window)
+    if frame is not None:
+        assert encode_df8(frame) == window
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_df8_garbage_between_frames_never_costs_a_frame(data: st.DataObject) -> None:
+    # Without a checksum garbage may decode as extra frames, but every sent frame still
+    # comes out, in order, and garbage costs exactly its own bytes (dropped, or forged).
+    sent = data.draw(st.lists(df8_frames, min_size=1, max_size=5))
+    gaps = data.draw(st.lists(st.binary(max_size=40), min_size=len(sent) + 1))
+    wire = gaps[0] + b"".join(encode_df8(f) + gap for f, gap in zip(sent, gaps[1:], strict=False))
+    cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=6))
+    codec = NoninDf8Codec()
+    got = feed_df8(codec, chunked(wire, cuts))
+    assert is_subsequence(sent, got)
+    forged = len(got) - len(sent)
+    garbage = len(wire) - DF8_FRAME_LEN * len(sent)
+    assert DF8_FRAME_LEN * forged + codec.counters.bytes_dropped + codec.buffered == garbage
+    assert_df8_counters_consistent(codec, len(wire))
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300), max_size=8))
+def test_df8_arbitrary_bytes_never_raise(chunks: list[bytes]) -> None:
+    codec = NoninDf8Codec()
+    for frame in feed_df8(codec, chunks):
+        assert decode_df8(encode_df8(frame)) == frame
+    assert_df8_counters_consistent(codec, sum(map(len, chunks)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=200), max_size=6))
+def test_df8_model_never_raises_on_arbitrary_bytes(chunks: list[bytes]) -> None:
+    model = NoninOximeter("ox", NoninSettings(data_format=8))
+    model.on_connect(NOW)
+    for chunk in chunks:
+        for reading in model.feed(chunk, NOW):
+            assert not isinstance(reading, Waveform)
+    model.on_disconnect(NOW)
+    assert model.counters.bytes_received == sum(map(len, chunks))
+
+
+# --- device model -------------------------------------------------------------------------
+
+
+def feed_df8_frames(
+    model: NoninOximeter, frames: Sequence[NoninDf8Frame], now: float = NOW
+) -> list[Reading]:
+    return list(model.feed(b"".join(map(encode_df8, frames)), now))
+
+
+def df8(
+    flags: int = 0, hr: int | None = 72, spo2: int | None = 97, status2: int = 0
+) -> NoninDf8Frame:
+    return NoninDf8Frame(flags=flags, hr=hr, spo2=spo2, status2=status2)
+
+
+def test_df8_on_connect_sends_set_format_8_only_when_opted_in() -> None:
+    assert NoninOximeter("ox1", NoninSettings(data_format=8)).on_connect(NOW) == (b"", [])
+    opted = NoninOximeter("ox1", NoninSettings(data_format=8, select_format=True))
+    assert opted.on_connect(NOW) == (bytes.fromhex("02 70 04 02 08 21 9F 03"), [])
+
+
+def test_df8_worked_examples_become_readings() -> None:
+    model = connected(8)
+    readings = model.feed(DF8_NORMAL, NOW)
+    assert of_type(readings, Identity) == [Identity("ox1", NOW, manufacturer="Nonin")]
+    n = numerics(readings)
+    assert n["MDC_PULS_OXIM_SAT_O2"] == Numeric("ox1", codes.SPO2, 97.0, codes.PERCENT, NOW)
+    assert n["MDC_PULS_OXIM_PULS_RATE"] == Numeric(
+        "ox1", codes.PULSE_RATE, 72.0, codes.BEATS_PER_MINUTE, NOW
+    )
+    assert of_type(readings, Waveform) == []  # DF8 carries no pleth
+    assert events(readings) == []
+
+    off = model.feed(DF8_SENSOR_OFF, NOW + 1)
+    assert of_type(off, Identity) == []  # once per connection
+    for numeric in numerics(off).values():
+        assert numeric.value is None and numeric.status == MeasurementStatus.UNAVAILABLE
+    assert events(off) == [(Condition.SENSOR_OFF, True)]
+    [event] = of_type(off, DeviceEvent)
+    assert event.detail == "Nonin DF8 STATUS bit 6 (SNSD)"
+
+
+def test_df8_one_pair_of_numerics_per_frame() -> None:
+    model = connected(8)
+    readings = feed_df8_frames(model, [df8(hr=70), df8(hr=71), df8(hr=72)])
+    rates = [n.value for n in of_type(readings, Numeric) if n.code == codes.PULSE_RATE]
+    assert rates == [70.0, 71.0, 72.0]
+    assert len(of_type(readings, Numeric)) == 6
+    assert model.counters.frames_decoded == 3
+
+
+@pytest.mark.parametrize(
+    ("hr", "spo2"), [(None, 96), (74, None), (None, None)], ids=["hr", "spo2", "both"]
+)
+def test_df8_missing_sentinels_give_unavailable(hr: int | None, spo2: int | None) -> None:
+    n = numerics(feed_df8_frames(connected(8), [df8(hr=hr, spo2=spo2)]))
+    for refid, value in (("MDC_PULS_OXIM_PULS_RATE", hr), ("MDC_PULS_OXIM_SAT_O2", spo2)):
+        if value is None:
+            assert n[refid].value is None
+            assert n[refid].status == MeasurementStatus.UNAVAILABLE
+        else:
+            assert n[refid].value == value and n[refid].status == MeasurementStatus.NONE
+
+
+@pytest.mark.parametrize(
+    ("bit", "condition", "quality", "detail"),
+    [
+        (Df8Status.SNSD, Condition.SENSOR_OFF, MeasurementStatus.UNAVAILABLE, "bit 6 (SNSD)"),
+        (Df8Status.OOT, Condition.OUT_OF_TRACK, MeasurementStatus.QUESTIONABLE, "bit 5 (OOT)"),
+        (Df8Status.ARTF, Condition.ARTIFACT, MeasurementStatus.QUESTIONABLE, "bit 2 (ARTF)"),
+        (
+            Df8Status.LPRF,
+            Condition.LOW_PERFUSION,
+            MeasurementStatus.LOW_PERFUSION,
+            "bit 4 (LPRF)",
+        ),
+    ],
+)
+def test_df8_status_conditions_are_edge_triggered(
+    bit: Df8Status, condition: Condition, quality: MeasurementStatus, detail: str
+) -> None:
+    model = connected(8)
+    raised = feed_df8_frames(model, [df8(flags=bit)])
+    assert events(raised) == [(condition, True)]
+    assert of_type(raised, DeviceEvent)[0].detail.endswith(detail)
+    assert numerics(raised)["MDC_PULS_OXIM_SAT_O2"].status == quality
+    assert events(feed_df8_frames(model, [df8(flags=bit)] * 2)) == []
+    assert events(feed_df8_frames(model, [df8()])) == [(condition, False)]
+    assert model.active_conditions == frozenset()
+
+
+def test_df8_marginal_perfusion_is_adequate_like_df2_yellow() -> None:
+    model = connected(8)
+    readings = feed_df8_frames(model, [df8(flags=Df8Status.MPRF)])
+    assert events(readings) == []
+    assert numerics(readings)["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.NONE
+    # Low then marginal: low perfusion ends.
+    feed_df8_frames(model, [df8(flags=Df8Status.LPRF)])
+    assert events(feed_df8_frames(model, [df8(flags=Df8Status.MPRF)])) == [
+        (Condition.LOW_PERFUSION, False)
+    ]
+
+
+def test_df8_sensor_off_is_not_low_perfusion() -> None:
+    model = connected(8)
+    feed_df8_frames(model, [df8(flags=Df8Status.LPRF)])
+    off = feed_df8_frames(model, [df8(flags=Df8Status.SNSD | Df8Status.LPRF, hr=None, spo2=None)])
+    assert events(off) == [(Condition.SENSOR_OFF, True), (Condition.LOW_PERFUSION, False)]
+
+
+def test_df8_low_battery_is_status2_bit_0_and_nothing_else_is_mapped() -> None:
+    model = connected(8)
+    raised = feed_df8_frames(model, [df8(status2=Df8Status2.LOW_BATTERY)])
+    assert events(raised) == [(Condition.LOW_BATTERY, True)]
+    assert of_type(raised, DeviceEvent)[0].detail == "Nonin DF8 STATUS2 bit 0"
+    # Bits 1, 2, 3 and 5 are [U] in 4a: none raises anything (bit 3 is not a sensor alarm).
+    unverified = feed_df8_frames(model, [df8(status2=0x02 | 0x04 | 0x08 | 0x20)])
+    assert events(unverified) == [(Condition.LOW_BATTERY, False)]
+    assert numerics(unverified)["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.NONE
+
+
+def test_df8_unconfirmed_frames_are_questionable_and_change_no_condition() -> None:
+    model = connected(8)
+    clean = model.feed(DF8_NORMAL, NOW)
+    assert numerics(clean)["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.NONE
+    # Noise, then a frame claiming the sensor is off (as a forged one may): no event.
+    noise = model.feed(b"\x13\x37" + DF8_SENSOR_OFF, NOW + 1)
+    assert events(noise) == []
+    assert numerics(noise)["MDC_PULS_OXIM_SAT_O2"].status == MeasurementStatus.UNAVAILABLE
+    second = model.feed(DF8_NORMAL, NOW + 2)
+    assert events(second) == []
+    for numeric in numerics(second).values():
+        assert numeric.value is not None and numeric.status == MeasurementStatus.QUESTIONABLE
+    # Confirmed again: numbers plain, conditions follow the frames.
+    third = feed_df8_frames(model, [df8(flags=Df8Status.ARTF)], NOW + 3)
+    assert events(third) == [(Condition.ARTIFACT, True)]
+    assert numerics(third)["MDC_PULS_OXIM_PULS_RATE"].status == MeasurementStatus.QUESTIONABLE
+    assert numerics(model.feed(DF8_NORMAL, NOW + 4))["MDC_PULS_OXIM_PULS_RATE"].status == (
+        MeasurementStatus.NONE
+    )
+    assert model.counters.resyncs == 1 and model.counters.bytes_dropped == 2
+
+
+def test_df8_disconnect_clears_conditions_and_reconnect_identifies_again() -> None:
+    model = connected(8)
+    flags = Df8Status.SNSD | Df8Status.OOT | Df8Status.ARTF
+    feed_df8_frames(model, [df8(flags=flags, hr=None, spo2=None, status2=1)])
+    assert model.active_conditions == {
+        Condition.SENSOR_OFF,
+        Condition.OUT_OF_TRACK,
+        Condition.ARTIFACT,
+        Condition.LOW_BATTERY,
+    }
+    cleared = model.on_disconnect(NOW + 5)
+    assert {c for c, active in events(cleared) if not active} == {
+        Condition.SENSOR_OFF,
+        Condition.OUT_OF_TRACK,
+        Condition.ARTIFACT,
+        Condition.LOW_BATTERY,
+    }
+    model.on_connect(NOW + 6)
+    assert len(of_type(model.feed(DF8_NORMAL, NOW + 7), Identity)) == 1
+
+
+def test_df8_registered_model() -> None:
+    model = SPEC.make_model("ox9", NoninSettings(data_format=8))
+    assert isinstance(model, NoninOximeter)
+    model.on_connect(NOW)
+    assert len(model.feed(DF8_NORMAL, NOW)) == 3  # identity + two numerics
