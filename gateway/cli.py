@@ -19,14 +19,16 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
 from drivers import registry
 from drivers.capture import CaptureError, decode, read_capture, read_raw, reading_to_json
+from drivers.clock import SystemClock
 from gateway import __version__
 from gateway.config import Config, ConfigError, load
+from gateway.instance import DataDirInUse, InstanceLock
 from gateway.twin.crypto import KeyProblem
 from gateway.twin.errors import StoreError
 from gateway.twin.keys import KeySource, init_key, load_keyring, rotate, status
@@ -57,6 +59,8 @@ commands:
   admit         bind a patient to a bed (starts an admission with its own data key)
   discharge     end a bed's admission (its data is destroyed after retention)
   export        decrypt a bed's stored data to csv, json or a WFDB record
+  scan          list serial ports; --probe recognises the protocol on each
+  capture       record a port's raw traffic for decode or replay
 
 Run 'bedside-gateway COMMAND --help' for a command's options.
 """
@@ -151,14 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     admit = sub.add_parser(
         "admit",
         help="bind a patient to a bed",
-        description="Start a new admission at a bed (ending any open one), with its identifiers.",
+        description=(
+            "Start a new admission at a bed (ending any open one). The patient's identifiers "
+            "are read from standard input (name=, mrn=, birth_date=YYYY-MM-DD lines, or "
+            "prompts at a terminal), never from the command line, which other users can see."
+        ),
     )
     _config_option(admit)
     admit.add_argument("--data-dir", type=Path, help="overrides [gateway] data_dir")
     admit.add_argument("--bed", required=True)
-    admit.add_argument("--name", required=True)
-    admit.add_argument("--mrn", required=True, help="medical record number")
-    admit.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
     admit.set_defaults(handler=_cmd_admit)
 
     discharge = sub.add_parser(
@@ -193,6 +198,45 @@ def _parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="output file (csv, json) or directory (wfdb)"
     )
     export.set_defaults(handler=_cmd_export)
+
+    scan = sub.add_parser(
+        "scan",
+        help="list serial ports and recognise what speaks on them",
+        description=(
+            "List serial ports with their USB vendor/product ids, serial numbers and "
+            "/dev/serial/by-id names, and the driver each known adapter suggests. With "
+            "--probe, listen on each port (never sending anything) at every line setting the "
+            "drivers use and report which protocol it recognises."
+        ),
+    )
+    scan.add_argument("--serial", action="store_true", help="serial ports (the default)")
+    scan.add_argument("--probe", action="store_true", help="listen and recognise protocols")
+    scan.add_argument(
+        "--port", action="append", default=[], help="probe this port (repeatable; default: all)"
+    )
+    scan.add_argument(
+        "--seconds", type=float, default=5.0, help="listening time per line setting (default 5)"
+    )
+    scan.add_argument("--json", action="store_true", help="print JSON")
+    scan.set_defaults(handler=_cmd_scan)
+
+    capture = sub.add_parser(
+        "capture",
+        help="record a port's raw traffic to a capture file",
+        description=(
+            'Record what a serial port receives, as JSON lines of {"t": seconds, "rx": '
+            "\"hex\"}, for 'decode' or for a replayed device (replay = FILE in config.toml). "
+            "Only listens: nothing is sent to the device."
+        ),
+    )
+    capture.add_argument("--port", required=True, help="device path or pyserial URL")
+    capture.add_argument("--baud", type=int, default=9600)
+    capture.add_argument("--parity", choices=("N", "E", "O", "M", "S"), default="N")
+    capture.add_argument("--bytesize", type=int, choices=(5, 6, 7, 8), default=8)
+    capture.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    capture.add_argument("--seconds", type=float, required=True)
+    capture.add_argument("--out", type=Path, required=True)
+    capture.set_defaults(handler=_cmd_capture)
 
     status = sub.add_parser(
         "status",
@@ -246,9 +290,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    lock = InstanceLock(config.data_dir)
+    try:
+        lock.acquire()
+    except DataDirInUse as exc:
+        print(f"bedside-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         store = _open_store(config, create_key=config.simulation)
     except (KeyProblem, StoreError) as exc:
+        lock.release()
         print(f"bedside-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, KeyProblem) else EXIT_FAILURE
     try:
@@ -265,6 +316,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     finally:
         store.close()
+        lock.release()
     return EXIT_OK
 
 
@@ -276,11 +328,12 @@ def _open_store(config: Config, *, create_key: bool = False) -> TwinStore:
     from gateway.twin.store import TwinStore  # heavy (SQLite tooling): only when needed
 
     ring = load_keyring(_key_source(config), create_if_missing=create_key)
-    return TwinStore(config.store.path, ring)
+    return TwinStore(config.store.path, ring, max_bytes=config.store.quota_bytes)
 
 
 # -- keys -----------------------------------------------------------------------------------
 def _cmd_keys(args: argparse.Namespace) -> int:
+    config: Config | None = None
     if args.key_file is not None and args.action == "init":
         source = KeySource(args.key_file, "bedside-gateway-kek")
         store_path = None
@@ -300,7 +353,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
                 "back it up somewhere safe: without it the stored data cannot be read"
             )
         elif args.action == "rotate":
-            assert store_path is not None
+            assert store_path is not None and config is not None
+            if not _not_running(config, "keys rotate"):
+                return EXIT_FAILURE
             old, new, count = rotate(source, store_path)
             print(
                 f"rotated key-encryption key {old.id} -> {new.id}; "
@@ -336,30 +391,72 @@ def _bed_command_config(args: argparse.Namespace, command: str) -> Config | None
 
 def _cmd_admit(args: argparse.Namespace) -> int:
     config = _bed_command_config(args, "admit")
-    if config is None:
-        return EXIT_USAGE
+    if config is None or not _not_running(config, "admit"):
+        return EXIT_USAGE if config is None else EXIT_FAILURE
     try:
-        birth = date.fromisoformat(args.birth_date).isoformat()
-    except ValueError:
-        print("admit: --birth-date must be YYYY-MM-DD", file=sys.stderr)
+        patient = _read_patient(sys.stdin)
+    except ValueError as exc:
+        print(f"admit: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         with _open_store(config) as store:
-            admission = store.admit(args.bed, Patient(args.name, args.mrn, birth), time.time())
+            admission = store.admit(args.bed, patient, time.time())
             store.audit(
                 _actor(), "admit", bed_id=args.bed, detail=f"admission {admission}", now=time.time()
             )
-    except (KeyProblem, StoreError) as exc:
+    except KeyProblem as exc:
+        print(f"admit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
         print(f"admit: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"bed {args.bed}: admission {admission} started")
     return EXIT_OK
 
 
+def _read_patient(stream: TextIO) -> Patient:
+    """Identifiers from standard input, never the command line (which every local user
+    can read in /proc and which shells keep in their history).
+
+    At a terminal it asks for each; otherwise it reads ``name=...``, ``mrn=...`` and
+    ``birth_date=YYYY-MM-DD`` lines.
+    """
+    fields: dict[str, str] = {}
+    if stream.isatty():
+        for key, prompt in (("name", "Name"), ("mrn", "MRN"), ("birth_date", "Birth date")):
+            fields[key] = input(f"{prompt}: ").strip()
+    else:
+        for line in stream:
+            key, sep, value = line.strip().partition("=")
+            if sep and key.strip() in ("name", "mrn", "birth_date"):
+                fields[key.strip()] = value.strip()
+    missing = [k for k in ("name", "mrn", "birth_date") if not fields.get(k)]
+    if missing:
+        raise ValueError(
+            f"missing {', '.join(missing)}: give name=, mrn= and birth_date= lines on standard "
+            "input (or run at a terminal to be asked)"
+        )
+    try:
+        birth = date.fromisoformat(fields["birth_date"]).isoformat()
+    except ValueError:
+        raise ValueError("birth_date must be YYYY-MM-DD") from None
+    return Patient(fields["name"], fields["mrn"], birth)
+
+
+def _not_running(config: Config, command: str) -> bool:
+    """False (and says why) when a daemon holds the data directory."""
+    try:
+        with InstanceLock(config.data_dir):
+            return True
+    except DataDirInUse as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return False
+
+
 def _cmd_discharge(args: argparse.Namespace) -> int:
     config = _bed_command_config(args, "discharge")
-    if config is None:
-        return EXIT_USAGE
+    if config is None or not _not_running(config, "discharge"):
+        return EXIT_USAGE if config is None else EXIT_FAILURE
     try:
         with _open_store(config) as store:
             admission = store.discharge(args.bed, time.time())
@@ -506,6 +603,106 @@ def _setting_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+# -- scan and capture -----------------------------------------------------------------------
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from drivers.probe import probe_port
+    from drivers.transport.serial import list_serial_ports
+
+    ports = list_serial_ports()
+    listed = []
+    for info in ports:
+        what, drivers = registry.suggest(info.vid, info.pid)
+        usb = "" if info.vid is None else f"{info.vid:04x}:{info.pid or 0:04x}"
+        listed.append(
+            {
+                "port": info.device,
+                "by_id": list(info.by_id),
+                "usb": usb,
+                "serial_number": info.serial_number,
+                "description": info.description,
+                "adapter": what,
+                "drivers": drivers,
+            }
+        )
+    report: dict[str, Any] = {"ports": listed}
+    if args.probe:
+        targets = args.port or [p.device for p in ports]
+        report["probe"] = [
+            {**_vars_of(r), "recognised": r.recognised}
+            for port in targets
+            for r in asyncio.run(probe_port(port, SystemClock(), seconds=args.seconds))
+        ]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(_format_scan(report))
+    return EXIT_OK
+
+
+def _vars_of(result: Any) -> dict[str, Any]:
+    return {name: getattr(result, name) for name in result.__slots__}
+
+
+def _format_scan(report: dict[str, Any]) -> str:
+    lines = [] if report["ports"] else ["no serial ports found"]
+    for port in report["ports"]:
+        head = f"{port['port']}"
+        if port["usb"]:
+            head += f"  usb {port['usb']}"
+        if port["serial_number"]:
+            head += f"  serial {port['serial_number']}"
+        lines.append(head + (f"  ({port['description']})" if port["description"] else ""))
+        for alias in port["by_id"]:
+            lines.append(f"    by-id: {alias}  <- use this in config.toml")
+        if port["adapter"]:
+            lines.append(f"    adapter: {port['adapter']}")
+        if port["drivers"]:
+            lines.append(f"    driver: {', '.join(port['drivers'])}")
+    for result in report.get("probe", []):
+        variant = ", ".join(f"{k}={v}" for k, v in result["variant"].items())
+        name = result["driver"] + (f" ({variant})" if variant else "")
+        if result["error"]:
+            verdict = f"cannot listen: {result['error']}"
+        elif result["recognised"]:
+            verdict = "RECOGNISED"
+        else:
+            verdict = "no"
+        lines.append(
+            f"probe {result['port']} at {result['line']}: {name}: {verdict} "
+            f"({result['frames_decoded']} frames, {result['bytes_dropped']} of "
+            f"{result['bytes_received']} bytes dropped)"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from drivers.capture import record
+    from drivers.device import DeviceError
+    from drivers.transport.serial import SerialTransport
+
+    if args.seconds <= 0:
+        print("capture: --seconds must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    transport = SerialTransport(
+        args.port,
+        baudrate=args.baud,
+        bytesize=args.bytesize,
+        parity=args.parity,
+        stopbits=args.stopbits,
+    )
+    try:
+        with args.out.open("w", encoding="utf-8") as out:
+            recorded = asyncio.run(record(transport, SystemClock(), args.seconds, out))
+    except OSError as exc:
+        print(f"capture: cannot write {args.out} ({exc.strerror})", file=sys.stderr)
+        return EXIT_USAGE
+    except DeviceError as exc:
+        print(f"capture: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"capture: {recorded} bytes from {args.port} in {args.out}")
+    return EXIT_OK
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drivers import registry
+from drivers.capture import CaptureError, read_capture
 from drivers.device import SerialSettings
 from gateway.twin.vocabulary import Patient, Retention
 
@@ -85,6 +86,7 @@ class DeviceSection(BaseModel):
     id: str = Field(pattern=_ID_PATTERN)
     driver: str
     simulate: str | None = None
+    replay: str | None = Field(default=None, min_length=1)
 
 
 class BedSection(_Strict):
@@ -102,10 +104,19 @@ class ConfigFile(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
+    """One configured device. At most one of ``simulate`` (a scenario name) and ``replay``
+    (a capture file) is set; then the gateway plays the device on a pty itself."""
+
     id: str
     driver: str
     settings: BaseModel
     simulate: str | None
+    replay: Path | None = None
+
+    @property
+    def played(self) -> bool:
+        """Whether the gateway plays this device itself (simulator or replay)."""
+        return self.simulate is not None or self.replay is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +188,7 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
 
     problems: list[str] = []
     seen: dict[str, str] = {}
+    base = path.resolve().parent
 
     def claim(identifier: str, where: str) -> None:
         if identifier in seen:
@@ -194,18 +206,23 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
         for d, dev in enumerate(bed.devices):
             where = f"beds[{b}].devices[{d}]"
             claim(dev.id, f"{where}.id")
-            device = _device(dev, where, raw["beds"][b]["devices"][d], problems, name)
+            device = _device(dev, where, raw["beds"][b]["devices"][d], problems, name, base)
             if device is not None:
                 devices.append(device)
         patient = None
-        if bed.patient is not None:
+        if bed.patient is not None and not parsed.gateway.simulation:
+            problems.append(
+                f"{name}: beds[{b}].patient: patient identifiers belong in config.toml only for "
+                "a simulated ward (set [gateway] simulation = true); admit real patients with "
+                "bedside-gateway admit"
+            )
+        elif bed.patient is not None:
             patient = Patient(bed.patient.name, bed.patient.mrn, bed.patient.birth_date.isoformat())
         beds.append(BedConfig(bed.id, bed.label or bed.id, tuple(devices), patient))
     if problems:
         raise ConfigError(problems)
 
     host, port = _split_listen(parsed.gateway.listen)
-    base = path.resolve().parent
     # The config's data_dir is relative to the config file; a --data-dir override is
     # relative to where the command runs, like any other command-line path.
     if data_dir is not None:
@@ -243,7 +260,12 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
 
 
 def _device(
-    dev: DeviceSection, where: str, raw: dict[str, Any], problems: list[str], name: str
+    dev: DeviceSection,
+    where: str,
+    raw: dict[str, Any],
+    problems: list[str],
+    name: str,
+    base: Path,
 ) -> DeviceConfig | None:
     try:
         spec = registry.get(dev.driver)
@@ -268,18 +290,49 @@ def _device(
             for line in _explain(exc, (where,), driver_keys, driver=dev.driver, spec=spec)
         )
         return None
+    replay = _replay_file(dev, where, base, problems, name)
+    played = dev.simulate is not None or dev.replay is not None
+    if dev.simulate is not None and dev.replay is not None:
+        problems.append(
+            f"{name}: {where}.replay: a device is either simulated or replayed; "
+            "remove simulate or remove replay"
+        )
     if isinstance(settings, SerialSettings):
-        if dev.simulate is None and not settings.port:
+        if not played and not settings.port:
             problems.append(
                 f"{name}: {where}.port: required for driver {dev.driver!r} "
-                '(a device path such as "/dev/ttyUSB0", or set simulate = "<scenario>")'
+                '(a device path such as "/dev/ttyUSB0", simulate = "<scenario>", '
+                'or replay = "<capture file>")'
             )
-        if dev.simulate is not None and settings.port:
+        if played and settings.port:
             problems.append(
-                f"{name}: {where}.port: a simulated device gets its port from the simulator; "
-                "remove port or remove simulate"
+                f"{name}: {where}.port: a simulated or replayed device gets its port from the "
+                "gateway; remove port, or remove simulate/replay"
             )
-    return DeviceConfig(dev.id, dev.driver, settings, dev.simulate)
+    return DeviceConfig(dev.id, dev.driver, settings, dev.simulate, replay)
+
+
+def _replay_file(
+    dev: DeviceSection, where: str, base: Path, problems: list[str], name: str
+) -> Path | None:
+    if dev.replay is None:
+        return None
+    path = Path(dev.replay)
+    path = path if path.is_absolute() else base / path
+    try:
+        if next(read_capture(path), None) is None:
+            problems.append(
+                f"{name}: {where}.replay: {path} holds no traffic; record one with "
+                "bedside-gateway capture"
+            )
+    except OSError as exc:
+        problems.append(
+            f"{name}: {where}.replay: cannot read {path} ({exc.strerror}); record "
+            "one with bedside-gateway capture"
+        )
+    except CaptureError as exc:
+        problems.append(f"{name}: {where}.replay: {exc}")
+    return path
 
 
 def _explain(
@@ -306,7 +359,9 @@ def _explain(
             lines.append(f"{field_path}: {err['input']!r} is not a valid id; {_ID_HINT}")
         else:
             given = err.get("input")
-            shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+            # Never echo what was given under patient: it may identify someone.
+            private = "patient" in loc
+            shown = "" if private or isinstance(given, dict | list) else f" (got {given!r})"
             lines.append(f"{field_path}: {err['msg'].rstrip('.')}{shown}")
     return lines
 

@@ -11,16 +11,21 @@ import asyncio
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from drivers import registry
 from drivers.clock import Clock, SystemClock
-from drivers.device import SerialDeviceModel
+from drivers.device import SerialDeviceModel, SerialSettings
 from drivers.readings import Condition, DeviceEvent, Reading
+from drivers.registry import Simulator
 from drivers.serial_device import open_serial, run_serial_device
+from drivers.simulate.replay import ReplaySimulator
 from gateway import __version__
 from gateway.config import Config, DeviceConfig
 from gateway.hub import Hub
 from gateway.supervisor import SdNotify, Supervisor
+from gateway.twin.crypto import DecryptionFailed, KeyProblem
+from gateway.twin.errors import StoreError
 from gateway.twin.state import BedSpec, Twin
 from gateway.twin.store import TwinStore
 from gateway.twin.writer import SpacePolicy, StoreWriter
@@ -97,13 +102,18 @@ class Gateway:
         self.models[device.id] = model
         self.twin.register_device(bed_id, device.id, device.driver, model.counters)
         port: str | None = None
-        if device.simulate is not None:
-            assert spec.make_simulator is not None  # config validation guarantees it
-            simulator = spec.make_simulator(
-                device.settings, device.simulate, self.clock, str(self.sim_dir / device.id)
-            )
+        settings = device.settings
+        if device.played:
+            link = str(self.sim_dir / device.id)
+            simulator: Simulator
+            if device.replay is not None:
+                simulator = ReplaySimulator(device.replay, self.clock, link)
+            else:
+                assert spec.make_simulator is not None and device.simulate is not None
+                simulator = spec.make_simulator(settings, device.simulate, self.clock, link)
             self.supervisor.add(f"simulator:{device.id}", simulator.run)
             port = simulator.port
+            settings = _pty_settings(settings)
         task = f"device:{device.id}"
 
         def publish(reading: Reading) -> None:
@@ -116,7 +126,7 @@ class Gateway:
             self.hub.publish(reading)
 
         async def run_device() -> None:
-            transport = open_serial(device.settings, port)  # type: ignore[arg-type]
+            transport = open_serial(settings, port)  # type: ignore[arg-type]
             await run_serial_device(device.id, model, transport, publish, self.clock)
 
         self.supervisor.add(task, run_device)
@@ -137,10 +147,14 @@ class Gateway:
         for bed in self.config.beds:
             if bed.patient is None:
                 continue
-            current = store.current_admission(bed.id)
-            if current is None or store.patient(current) != bed.patient:
-                store.admit(bed.id, bed.patient, now)
-                log.info("admission started from config", bed=bed.id)
+            try:
+                current = store.current_admission(bed.id)
+                if current is None or store.patient(current) != bed.patient:
+                    store.admit(bed.id, bed.patient, now)
+                    log.info("admission started from config", bed=bed.id)
+            except (StoreError, DecryptionFailed, KeyProblem) as exc:
+                # A damaged admission row must not keep the page and live data down.
+                log.error("cannot bind the configured patient", bed=bed.id, error=str(exc))
 
     def _device_health(self, device_id: str) -> dict[str, Any]:
         health = self.supervisor.health[f"device:{device_id}"]
@@ -172,3 +186,14 @@ class Gateway:
             devices=len(self.models),
         )
         await self.supervisor.run(handle_signals=handle_signals)
+
+
+def _pty_settings(settings: BaseModel) -> BaseModel:
+    """A played device's link is a pty, and ptys carry no parity: run it 8N1.
+
+    The real setting still reaches pyserial for a real port (the transport's tests check
+    that); a simulator's bytes are the device's bytes either way.
+    """
+    if isinstance(settings, SerialSettings):
+        return settings.model_copy(update={"parity": "N", "bytesize": 8})
+    return settings

@@ -6,16 +6,17 @@ not import SQLite tooling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class Patient:
     """Identifiers bound to an admission; stored sealed, never logged."""
 
-    name: str
-    mrn: str
-    birth_date: str  # ISO 8601 date
+    # Kept out of repr so that no log line or traceback can show them.
+    name: str = field(repr=False)
+    mrn: str = field(repr=False)
+    birth_date: str = field(repr=False)  # ISO 8601 date
 
 
 @dataclass(frozen=True, slots=True)

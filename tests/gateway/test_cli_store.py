@@ -17,6 +17,7 @@ import wfdb
 from drivers import codes
 from drivers.readings import Condition, DeviceEvent, Numeric, Waveform
 from gateway.config import load
+from gateway.instance import InstanceLock
 from gateway.twin.keys import KeySource, load_keyring
 from gateway.twin.store import TwinStore
 
@@ -34,10 +35,20 @@ id = "bed-1"
 """
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+def admit(config_path: Path, name: str, mrn: str, birth: str) -> subprocess.CompletedProcess[str]:
+    """Identifiers go on standard input, never on the command line."""
+    lines = f"name={name}\nmrn={mrn}\nbirth_date={birth}\n"
+    return cli("admit", "--config", str(config_path), "--bed", "bed-1", stdin=lines)
 
 
 @pytest.fixture
@@ -62,20 +73,8 @@ def test_keys_init_status_rotate(config_path: Path) -> None:
     again = cli("keys", "init", "--config", str(config_path))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
 
-    admit = cli(
-        "admit",
-        "--config",
-        str(config_path),
-        "--bed",
-        "bed-1",
-        "--name",
-        "Ann Example",
-        "--mrn",
-        "MRN-1",
-        "--birth-date",
-        "1960-02-03",
-    )
-    assert admit.returncode == 0, admit.stderr
+    admitted = admit(config_path, "Ann Example", "MRN-1", "1960-02-03")
+    assert admitted.returncode == 0, admitted.stderr
 
     status = json.loads(cli("keys", "status", "--config", str(config_path), "--json").stdout)
     assert status["ok"] and list(status["store_keys"]) == [status["kek"]]
@@ -235,42 +234,18 @@ def test_export_and_admit_errors(config_path: Path, tmp_path: Path) -> None:
         "yesterday",
     )
     assert bad_time.returncode == 2 and "ISO 8601" in bad_time.stderr
-    bad_date = cli(
-        "admit",
-        "--config",
-        str(config_path),
-        "--bed",
-        "bed-1",
-        "--name",
-        "A",
-        "--mrn",
-        "1",
-        "--birth-date",
-        "03/02/1960",
-    )
+    bad_date = admit(config_path, "A", "1", "03/02/1960")
     assert bad_date.returncode == 2 and "YYYY-MM-DD" in bad_date.stderr
+    assert "03/02/1960" not in bad_date.stderr
+    missing = cli("admit", "--config", str(config_path), "--bed", "bed-1", stdin="name=A\n")
+    assert missing.returncode == 2 and "missing mrn, birth_date" in missing.stderr
     nothing = cli("discharge", "--config", str(config_path), "--bed", "bed-1")
     assert nothing.returncode == 2 and "no open admission" in nothing.stderr
 
 
 def test_discharge_ends_the_admission(config_path: Path) -> None:
     assert cli("keys", "init", "--config", str(config_path)).returncode == 0
-    assert (
-        cli(
-            "admit",
-            "--config",
-            str(config_path),
-            "--bed",
-            "bed-1",
-            "--name",
-            "B",
-            "--mrn",
-            "2",
-            "--birth-date",
-            "1950-01-01",
-        ).returncode
-        == 0
-    )
+    assert admit(config_path, "B", "2", "1950-01-01").returncode == 0
     result = cli("discharge", "--config", str(config_path), "--bed", "bed-1")
     assert result.returncode == 0, result.stderr
     config = load(config_path)
@@ -295,3 +270,20 @@ def test_run_with_an_unusable_data_dir_exits_2(config_path: Path, tmp_path: Path
     result = cli("run", "--config", str(config_path), "--data-dir", str(blocker / "state"))
     assert result.returncode == 2
     assert "data directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_commands_that_change_admissions_or_keys_refuse_while_a_gateway_runs(
+    config_path: Path,
+) -> None:
+    assert cli("keys", "init", "--config", str(config_path)).returncode == 0
+    with InstanceLock(load(config_path).data_dir):  # what `run` holds while it runs
+        refused = [
+            admit(config_path, "C", "3", "1940-01-01"),
+            cli("discharge", "--config", str(config_path), "--bed", "bed-1"),
+            cli("keys", "rotate", "--config", str(config_path)),
+        ]
+        again = cli("run", "--config", str(config_path))
+    for result in refused:
+        assert result.returncode == 1 and "a gateway is running" in result.stderr
+    assert again.returncode == 1 and "a gateway is running" in again.stderr
+    assert admit(config_path, "C", "3", "1940-01-01").returncode == 0  # lock released

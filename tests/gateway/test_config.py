@@ -79,8 +79,26 @@ def test_relative_data_dir_override_is_relative_to_the_working_directory(
     assert config.data_dir == tmp_path.parent / "run-here"
 
 
+def test_patient_identifiers_in_config_only_for_a_simulated_ward(tmp_path: Path) -> None:
+    def with_patient(birth: str) -> str:
+        return GOOD.replace(
+            'label = "Bed 2 (window)"',
+            'label = "Bed 2 (window)"\n[beds.patient]\nname = "Zelda Secret"\nmrn = "M-9"\n'
+            f"birth_date = {birth!r}",
+        )
+
+    found = problems(tmp_path, with_patient("1970-12-31"))
+    expected = "beds[1].patient: patient identifiers belong in config.toml only"
+    assert any(expected in p for p in found), found
+    wrong = problems(tmp_path, with_patient("31/12/1970"))
+    assert any("beds[1].patient.birth_date" in p for p in wrong), wrong
+    assert not any("31/12/1970" in p or "Zelda" in p for p in found + wrong)  # never echoed
+
+
 def test_patient_is_bound_from_the_bed_table(tmp_path: Path) -> None:
     text = GOOD.replace(
+        'listen = "127.0.0.1:8081"', 'listen = "127.0.0.1:8081"\nsimulation = true'
+    ).replace(
         'label = "Bed 2 (window)"',
         'label = "Bed 2 (window)"\n[beds.patient]\nname = "Demo"\nmrn = "D-1"\n'
         "birth_date = 1970-01-02",
@@ -105,7 +123,7 @@ def test_the_shipped_config_is_valid() -> None:
         ),
         (
             ('driver = "nonin"\n  port', 'driver = "noninn"\n  port'),
-            "config.toml: beds[0].devices[0].driver: unknown driver 'noninn'; use one of: nonin",
+            "config.toml: beds[0].devices[0].driver: unknown driver 'noninn'; use one of: ",
         ),
         (
             ("data_format = 2", "data_format = 9"),
@@ -150,7 +168,7 @@ def test_the_shipped_config_is_valid() -> None:
         ),
         (
             ('simulate = "normal"', 'simulate = "normal"\n  port = "/dev/ttyS0"'),
-            "config.toml: beds[1].devices[0].port: a simulated device gets its port",
+            "config.toml: beds[1].devices[0].port: a simulated or replayed device gets its port",
         ),
         (
             ("[gateway]", "[gatewy]"),
@@ -249,3 +267,19 @@ def test_check_config_accepts_the_shipped_config() -> None:
     result = run_cli("check-config", "--config", str(ROOT / "config.toml"))
     assert result.returncode == 0, result.stderr
     assert "4 beds" in result.stdout
+
+
+def test_replay_device_needs_a_readable_capture(tmp_path: Path) -> None:
+    replayed = GOOD.replace('simulate = "normal"', 'replay = "captures/bed2.jsonl"')
+    found = problems(tmp_path, replayed)
+    assert found[0].startswith("config.toml: beds[1].devices[0].replay: cannot read")
+    assert "bedside-gateway capture" in found[0]
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "captures" / "bed2.jsonl").write_text('{"t": 1.0, "rx": "01 81"}\n')
+    config = load(write(tmp_path, replayed))
+    device = config.beds[1].devices[0]
+    assert device.replay == tmp_path / "captures" / "bed2.jsonl" and device.played
+    both = GOOD.replace('simulate = "normal"', 'simulate = "normal"\n  replay = "x.jsonl"')
+    assert any("either simulated or replayed" in p for p in problems(tmp_path, both))
+    (tmp_path / "captures" / "bed2.jsonl").write_text("not json\n")
+    assert "not a capture line" in problems(tmp_path, replayed)[0]
