@@ -55,9 +55,10 @@ class DriverSpec:
 
 def _builtin_specs() -> list[DriverSpec]:
     # Imported here, not at the top: driver modules import DriverSpec from this module.
+    from drivers.ecg import openbci
     from drivers.oximetry import contec, masimo, nonin
 
-    return [nonin.SPEC, contec.SPEC, masimo.SPEC]
+    return [nonin.SPEC, contec.SPEC, masimo.SPEC, openbci.SPEC]
 
 
 @functools.cache
