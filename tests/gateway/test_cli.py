@@ -238,3 +238,28 @@ def test_run_on_a_taken_port_exits_1(tmp_path: Path) -> None:
         result = cli("run", "--config", str(config), timeout=30)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
+
+
+def test_scan_lists_ports_as_json() -> None:
+    result = cli("scan", "--serial", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert isinstance(report["ports"], list)
+    for port in report["ports"]:
+        assert {"port", "by_id", "usb", "serial_number", "adapter", "drivers"} <= set(port)
+
+
+def test_scan_probe_of_a_missing_port_says_it_cannot_listen(tmp_path: Path) -> None:
+    absent = str(tmp_path / "ttyUSB9")
+    result = cli("scan", "--probe", "--port", absent, "--seconds", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert f"probe {absent} at 9600 8N1: nonin (data_format=7): cannot listen" in result.stdout
+    assert "RECOGNISED" not in result.stdout
+
+
+def test_capture_from_a_missing_port_exits_1_and_bad_seconds_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "c.jsonl"
+    missing = cli("capture", "--port", str(tmp_path / "nope"), "--seconds", "1", "--out", str(out))
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    zero = cli("capture", "--port", "/dev/null", "--seconds", "0", "--out", str(out))
+    assert zero.returncode == 2 and "--seconds must be positive" in zero.stderr
