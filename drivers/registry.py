@@ -7,9 +7,10 @@ lists them. A name that appears twice is a programming error, raised on first us
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,6 +29,9 @@ class Simulator(Protocol):
     async def run(self) -> None:
         """Produce traffic until cancelled."""
         ...
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,58 @@ class DriverSpec:
     probe_variants: tuple[Mapping[str, Any], ...] = ({},)
     #: USB (vendor id, product id) pairs of the device or its usual cable.
     usb_ids: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def typed(
+        cls,
+        *,
+        name: str,
+        description: str,
+        settings: type[SettingsT],
+        make_model: Callable[[str, SettingsT], SerialDeviceModel],
+        scenarios: tuple[str, ...] = (),
+        simulator: str | None = None,
+        probe_variants: tuple[Mapping[str, Any], ...] = ({},),
+        usb_ids: tuple[tuple[int, int], ...] = (),
+    ) -> DriverSpec:
+        """A spec whose factories take the driver's own settings type.
+
+        ``make_model`` and the simulator get ``settings`` only once it is checked to be a
+        ``settings`` instance (``TypeError`` otherwise). ``simulator`` names the simulator
+        class as ``"module:Class"``, constructed as ``(settings, scenario, clock,
+        link_path)``; it is imported on first use, since simulator modules import their
+        driver module for its codec.
+        """
+
+        def checked(given: BaseModel) -> SettingsT:
+            if not isinstance(given, settings):
+                raise TypeError(f"{name} needs {settings.__name__}, got {type(given).__name__}")
+            return given
+
+        def build_model(device_id: str, given: BaseModel) -> SerialDeviceModel:
+            return make_model(device_id, checked(given))
+
+        build_simulator: Callable[[BaseModel, str, Clock, str], Simulator] | None = None
+        if simulator is not None:
+            module, _, attr = simulator.partition(":")
+
+            def build_simulator(
+                given: BaseModel, scenario: str, clock: Clock, link_path: str
+            ) -> Simulator:
+                factory = getattr(importlib.import_module(module), attr)
+                made: Simulator = factory(checked(given), scenario, clock, link_path)
+                return made
+
+        return cls(
+            name=name,
+            description=description,
+            settings=settings,
+            make_model=build_model,
+            scenarios=scenarios,
+            make_simulator=build_simulator,
+            probe_variants=probe_variants,
+            usb_ids=usb_ids,
+        )
 
 
 def _builtin_specs() -> list[DriverSpec]:

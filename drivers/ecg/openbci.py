@@ -36,12 +36,11 @@ from typing import Annotated, Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from drivers import codes
-from drivers.clock import Clock
 from drivers.conditions import ConditionTracker
-from drivers.device import SerialDeviceModel, SerialSettings
+from drivers.device import SerialSettings
 from drivers.readings import (
     CodecCounters,
     Condition,
@@ -50,7 +49,7 @@ from drivers.readings import (
     Reading,
     Waveform,
 )
-from drivers.registry import DriverSpec, Simulator
+from drivers.registry import DriverSpec
 
 # --- wire constants (protocols.md 5a) ------------------------------------------------------
 
@@ -683,33 +682,17 @@ class CytonEcg:
 SCENARIOS: Final = ("normal", "tachycardia", "noise", "dropped_packets", "lead_off", "unplug")
 
 
-def _settings(settings: BaseModel) -> OpenBCISettings:
-    if not isinstance(settings, OpenBCISettings):
-        raise TypeError(f"openbci-cyton needs OpenBCISettings, got {type(settings).__name__}")
-    return settings
-
-
-def _make_model(device_id: str, settings: BaseModel) -> SerialDeviceModel:
-    return CytonEcg(device_id, _settings(settings))
-
-
-def _make_simulator(settings: BaseModel, scenario: str, clock: Clock, link_path: str) -> Simulator:
-    # Imported here: the simulator imports this module for the codec.
-    from drivers.simulate.openbci import CytonSimulator
-
-    return CytonSimulator(_settings(settings), scenario, clock, link_path)
-
-
-SPEC = DriverSpec(
+SPEC = DriverSpec.typed(
     name="openbci-cyton",
     description=(
         "OpenBCI Cyton (ADS1299) on its USB dongle's serial port as an ECG source: "
         "configured channels as leads I/II/III in mV at 250 Hz, sample gaps and railed leads"
     ),
     settings=OpenBCISettings,
-    make_model=_make_model,
+    make_model=CytonEcg,
     scenarios=SCENARIOS,
-    make_simulator=_make_simulator,
+    # Imported on first use: the simulator imports this module for the codec.
+    simulator="drivers.simulate.openbci:CytonSimulator",
     # Silent until it is sent "b": a listen-only probe cannot recognise it.
     probe_variants=(),
 )

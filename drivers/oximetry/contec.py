@@ -40,12 +40,11 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from drivers import codes
-from drivers.clock import Clock
 from drivers.conditions import ConditionTracker
-from drivers.device import Parity, SerialDeviceModel, SerialSettings
+from drivers.device import Parity, SerialSettings
 from drivers.readings import (
     CodecCounters,
     Condition,
@@ -55,7 +54,7 @@ from drivers.readings import (
     Reading,
     Waveform,
 )
-from drivers.registry import DriverSpec, Simulator
+from drivers.registry import DriverSpec
 
 PACKET_LEN: Final = 5
 #: Packets (and pleth samples) per second.
@@ -533,24 +532,7 @@ def _mode_latest(values: Sequence[int]) -> int:
 SCENARIOS: Final = ("normal", "desaturation", "probe_off", "noise", "unplug")
 
 
-def _settings(settings: BaseModel) -> ContecSettings:
-    if not isinstance(settings, ContecSettings):
-        raise TypeError(f"contec-cms50 needs ContecSettings, got {type(settings).__name__}")
-    return settings
-
-
-def _make_model(device_id: str, settings: BaseModel) -> SerialDeviceModel:
-    return ContecOximeter(device_id, _settings(settings))
-
-
-def _make_simulator(settings: BaseModel, scenario: str, clock: Clock, link_path: str) -> Simulator:
-    # Imported here: the simulator imports this module for the codec.
-    from drivers.simulate.contec import ContecSimulator
-
-    return ContecSimulator(_settings(settings), scenario, clock, link_path)
-
-
-SPEC = DriverSpec(
+SPEC = DriverSpec.typed(
     name="contec-cms50",
     description=(
         "Contec CMS50D+ / CMS50E pulse oximeter, legacy live protocol (19200 8O1, 5-byte "
@@ -558,9 +540,10 @@ SPEC = DriverSpec(
         "searching conditions"
     ),
     settings=ContecSettings,
-    make_model=_make_model,
+    make_model=ContecOximeter,
     scenarios=SCENARIOS,
-    make_simulator=_make_simulator,
+    # Imported on first use: the simulator imports this module for the codec.
+    simulator="drivers.simulate.contec:ContecSimulator",
     # It streams unasked, so a port can be probed: 4b's 19200 8O1 first, then the 4800 8N1
     # of the translated Contec sheet.
     probe_variants=({}, {"baudrate": 4800, "parity": "N"}),

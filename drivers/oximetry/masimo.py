@@ -27,12 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from drivers import codes
-from drivers.clock import Clock
 from drivers.conditions import ConditionTracker
-from drivers.device import SerialDeviceModel, SerialSettings
+from drivers.device import SerialSettings
 from drivers.readings import (
     CodecCounters,
     Condition,
@@ -41,7 +40,7 @@ from drivers.readings import (
     Numeric,
     Reading,
 )
-from drivers.registry import DriverSpec, Simulator
+from drivers.registry import DriverSpec
 
 #: Seconds between lines: "a rate of 1-Hz" (protocols.md 4c).
 LINE_PERIOD_S: Final = 1.0
@@ -822,24 +821,7 @@ def _judge(
 SCENARIOS: Final = ("normal", "desaturation", "probe_off", "noise", "unplug")
 
 
-def _settings(settings: BaseModel) -> MasimoSettings:
-    if not isinstance(settings, MasimoSettings):
-        raise TypeError(f"masimo-ascii needs MasimoSettings, got {type(settings).__name__}")
-    return settings
-
-
-def _make_model(device_id: str, settings: BaseModel) -> SerialDeviceModel:
-    return MasimoOximeter(device_id, _settings(settings))
-
-
-def _make_simulator(settings: BaseModel, scenario: str, clock: Clock, link_path: str) -> Simulator:
-    # Imported here: the simulator imports this module for the codec.
-    from drivers.simulate.masimo import MasimoSimulator
-
-    return MasimoSimulator(_settings(settings), scenario, clock, link_path)
-
-
-SPEC = DriverSpec(
+SPEC = DriverSpec.typed(
     name="masimo-ascii",
     description=(
         "Masimo Radical-5/-7, Rad-8, Rad-87 on RS-232 in ASCII 1 mode (9600 8N1): SpO2, "
@@ -847,7 +829,8 @@ SPEC = DriverSpec(
         "device conditions, device clock skew; no waveform"
     ),
     settings=MasimoSettings,
-    make_model=_make_model,
+    make_model=MasimoOximeter,
     scenarios=SCENARIOS,
-    make_simulator=_make_simulator,
+    # Imported on first use: the simulator imports this module for the codec.
+    simulator="drivers.simulate.masimo:MasimoSimulator",
 )

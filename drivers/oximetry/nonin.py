@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias, get_args
 
 import numpy as np
-from pydantic import BaseModel
 
 from drivers import codes
-from drivers.clock import Clock
 from drivers.conditions import ConditionTracker
-from drivers.device import SerialDeviceModel, SerialSettings
+from drivers.device import SerialSettings
 from drivers.readings import (
     CodecCounters,
     Condition,
@@ -47,7 +45,7 @@ from drivers.readings import (
     Reading,
     Waveform,
 )
-from drivers.registry import DriverSpec, Simulator
+from drivers.registry import DriverSpec
 
 #: Every data format the driver decodes (the ``data_format`` setting).
 DataFormat: TypeAlias = Literal[2, 7, 8]
@@ -1038,24 +1036,7 @@ def _judge(
 SCENARIOS: Final = ("normal", "desaturation", "probe_off", "noise", "unplug")
 
 
-def _settings(settings: BaseModel) -> NoninSettings:
-    if not isinstance(settings, NoninSettings):
-        raise TypeError(f"nonin needs NoninSettings, got {type(settings).__name__}")
-    return settings
-
-
-def _make_model(device_id: str, settings: BaseModel) -> SerialDeviceModel:
-    return NoninOximeter(device_id, _settings(settings))
-
-
-def _make_simulator(settings: BaseModel, scenario: str, clock: Clock, link_path: str) -> Simulator:
-    # Imported here: the simulator imports this module for the codec.
-    from drivers.simulate.nonin import NoninSimulator
-
-    return NoninSimulator(_settings(settings), scenario, clock, link_path)
-
-
-SPEC = DriverSpec(
+SPEC = DriverSpec.typed(
     name="nonin",
     description=(
         "Nonin pulse oximeter (OEM III, Xpod, WristOx2, Onyx II) on a serial port, data "
@@ -1063,9 +1044,10 @@ SPEC = DriverSpec(
         "second, no pleth); sensor, perfusion and battery conditions"
     ),
     settings=NoninSettings,
-    make_model=_make_model,
+    make_model=NoninOximeter,
     scenarios=SCENARIOS,
-    make_simulator=_make_simulator,
+    # Imported on first use: the simulator imports this module for the codec.
+    simulator="drivers.simulate.nonin:NoninSimulator",
     # DF8 is left out of probing: at 4 bytes a second a few seconds of listening hold only
     # a few frames, and without a checksum a handful of frames is weak evidence.
     probe_variants=({"data_format": 7}, {"data_format": 2}),

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import random
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -50,8 +50,8 @@ from drivers.oximetry.contec import (
     ContecSettings,
     encode_packet,
 )
+from drivers.simulate.device import Burst, PtyDeviceSimulator, default_seed
 from drivers.simulate.nonin import NoninScenario, SensorState, pleth_shape
-from drivers.simulate.pty import PtyLink
 
 #: Packets the simulator writes at once: 1/6 s of traffic (50 bytes). The line still
 #: carries 60 packets/s on average; batching keeps a simulated bed at 6 wake-ups a second
@@ -70,7 +70,6 @@ _NOISE_MIN_BYTES: Final = 8
 _NOISE_MAX_BYTES: Final = 48
 
 # Bytes from the driver kept for inspection (it should send none).
-_RECEIVED_KEEP: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +197,7 @@ class ContecScenario:
         return wire[:at] + garbage + wire[at:]
 
 
-class ContecSimulator:
+class ContecSimulator(PtyDeviceSimulator[ContecScenario]):
     """Plays a :class:`ContecScenario` into a pty whose slave is reachable at ``link_path``.
 
     Writes :data:`PACKETS_PER_WRITE` packets at the end of each 1/6 s of ``clock`` time, so
@@ -219,52 +218,17 @@ class ContecSimulator:
         *,
         seed: int | None = None,
     ) -> None:
-        if seed is None:
-            seed = zlib.crc32(link_path.encode())
+        super().__init__(
+            ContecScenario(scenario, seed=default_seed(link_path, seed)), clock, link_path
+        )
         self.settings = settings
-        self.scenario = ContecScenario(scenario, seed=seed)
-        self._clock = clock
-        self._link_path = link_path
-        self._link = PtyLink(link_path)
-        self._received = bytearray()
 
-    @property
-    def port(self) -> str:
-        """The symlink the driver opens (present only while plugged)."""
-        return self._link_path
-
-    @property
-    def plugged(self) -> bool:
-        """Whether the simulated cable is in."""
-        return self._link.plugged
-
-    @property
-    def received(self) -> bytes:
-        """The last bytes (up to ``_RECEIVED_KEEP``) the driver sent to the device."""
-        return bytes(self._received)
-
-    async def run(self) -> None:
-        """Produce traffic until cancelled; the link is closed on the way out."""
-        # Sleep to deadlines on the scenario's own timeline, not for fixed periods, so slow
-        # writes and float rounding never make the stream drift.
-        start = self._clock.monotonic() - self.scenario.elapsed
-        try:
-            while True:
-                steps = [self.scenario.step() for _ in range(PACKETS_PER_WRITE)]
-                # A batch that straddles a plug or unplug is written in two parts.
-                for plugged, run in itertools.groupby(steps, key=lambda s: s.plugged):
-                    group = list(run)
-                    if plugged and not self._link.plugged:
-                        self._link.plug()
-                    elif not plugged and self._link.plugged:
-                        self._link.unplug()
-                    # The group's last packet leaves the device at the end of its period
-                    # (whole packets over the rate, as in ``elapsed``: no rounding drift).
-                    end = (group[-1].index + 1) / PACKET_RATE_HZ
-                    await self._clock.sleep(start + end - self._clock.monotonic())
-                    if plugged:
-                        self._link.write(b"".join(s.wire for s in group))
-                        self._received += self._link.read()
-                        del self._received[:-_RECEIVED_KEEP]
-        finally:
-            self._link.close()
+    def _bursts(self) -> Iterator[Burst]:
+        steps = [self.scenario.step() for _ in range(PACKETS_PER_WRITE)]
+        # A batch that straddles a plug or unplug is written in two parts.
+        for plugged, run in itertools.groupby(steps, key=lambda s: s.plugged):
+            group = list(run)
+            # The group's last packet leaves the device at the end of its period (whole
+            # packets over the rate, as in ``elapsed``: no rounding drift).
+            end = (group[-1].index + 1) / PACKET_RATE_HZ
+            yield Burst(plugged, b"".join(s.wire for s in group), end)

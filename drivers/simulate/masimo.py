@@ -34,7 +34,6 @@ import dataclasses
 import datetime as dt
 import math
 import random
-import zlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,8 +50,8 @@ from drivers.oximetry.masimo import (
     build_line,
     encode_line,
 )
+from drivers.simulate.device import PtyDeviceSimulator, default_seed
 from drivers.simulate.nonin import NoninScenario, SensorState
-from drivers.simulate.pty import PtyLink
 
 #: Device clock at the start of a scenario run on its own: the ManualClock's start instant.
 DEFAULT_START: Final = dt.datetime(2026, 1, 1, 0, 0, 0)
@@ -77,7 +76,6 @@ _NOISE_MIN_BYTES: Final = 8
 _NOISE_MAX_BYTES: Final = 48
 
 # Bytes from the driver kept for inspection (the driver should send none).
-_RECEIVED_KEEP: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +205,7 @@ class MasimoScenario:
         return wire[:at] + garbage + wire[at:]
 
 
-class MasimoSimulator:
+class MasimoSimulator(PtyDeviceSimulator[MasimoScenario]):
     """Plays a :class:`MasimoScenario` into a pty whose slave is reachable at ``link_path``.
 
     Writes one line at the end of each second of ``clock`` time. The device clock starts at
@@ -227,47 +225,12 @@ class MasimoSimulator:
         seed: int | None = None,
         variant: Variant = Variant.RADICAL_7,
     ) -> None:
-        if seed is None:
-            seed = zlib.crc32(link_path.encode())
         utc = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=math.floor(clock.wall()))
         local = utc + dt.timedelta(minutes=settings.device_utc_offset_minutes)
-        self.scenario = MasimoScenario(scenario, variant=variant, seed=seed, start=local)
-        self._clock = clock
-        self._link_path = link_path
-        self._link = PtyLink(link_path)
-        self._received = bytearray()
-
-    @property
-    def port(self) -> str:
-        """The symlink the driver opens (present only while plugged)."""
-        return self._link_path
-
-    @property
-    def plugged(self) -> bool:
-        """Whether the simulated cable is in."""
-        return self._link.plugged
-
-    @property
-    def received(self) -> bytes:
-        """The last bytes (up to ``_RECEIVED_KEEP``) the driver sent to the device."""
-        return bytes(self._received)
-
-    async def run(self) -> None:
-        """Produce traffic until cancelled; the link is closed on the way out."""
-        # Sleep to deadlines on the scenario's own timeline, so the stream never drifts.
-        start = self._clock.monotonic() - self.scenario.elapsed
-        try:
-            while True:
-                step = self.scenario.step()
-                if step.plugged and not self._link.plugged:
-                    self._link.plug()
-                elif not step.plugged and self._link.plugged:
-                    self._link.unplug()
-                # The line leaves the device at the end of its second.
-                await self._clock.sleep(start + self.scenario.elapsed - self._clock.monotonic())
-                if step.plugged:
-                    self._link.write(step.wire)
-                    self._received += self._link.read()
-                    del self._received[:-_RECEIVED_KEEP]
-        finally:
-            self._link.close()
+        super().__init__(
+            MasimoScenario(
+                scenario, variant=variant, seed=default_seed(link_path, seed), start=local
+            ),
+            clock,
+            link_path,
+        )

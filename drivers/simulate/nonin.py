@@ -33,7 +33,6 @@ from __future__ import annotations
 import enum
 import math
 import random
-import zlib
 from dataclasses import dataclass
 from typing import Final, get_args
 
@@ -56,7 +55,7 @@ from drivers.oximetry.nonin import (
     encode_df8,
     encode_packet,
 )
-from drivers.simulate.pty import PtyLink
+from drivers.simulate.device import PtyDeviceSimulator, default_seed
 
 #: Firmware revision byte the simulated device reports (the one in the real capture).
 DEFAULT_FIRMWARE: Final = 0x94
@@ -93,7 +92,6 @@ _UNPLUG_PLUGGED_S: Final = 40.0
 _UNPLUG_UNPLUGGED_S: Final = 15.0
 
 # Bytes from the driver kept for inspection: a few set-format commands' worth.
-_RECEIVED_KEEP: Final = 256
 
 # The device shows perfusion colour for about 160 ms (12 frames) of each pulse (4a).
 _PERFUSION_FRAMES: Final = 12
@@ -312,7 +310,7 @@ class NoninScenario:
         return wire[:at] + garbage + wire[at:]
 
 
-class NoninSimulator:
+class NoninSimulator(PtyDeviceSimulator[NoninScenario]):
     """Plays a :class:`NoninScenario` into a pty whose slave is reachable at ``link_path``.
 
     Writes each step's bytes at the end of its period of ``clock`` time: one packet (25
@@ -332,46 +330,12 @@ class NoninSimulator:
         *,
         seed: int | None = None,
     ) -> None:
-        if seed is None:
-            seed = zlib.crc32(link_path.encode())
-        self.scenario = NoninScenario(scenario, data_format=settings.data_format, seed=seed)
-        self._clock = clock
-        self._link_path = link_path
-        self._link = PtyLink(link_path)
-        self._received = bytearray()
-
-    @property
-    def port(self) -> str:
-        """The symlink the driver opens (present only while plugged)."""
-        return self._link_path
-
-    @property
-    def plugged(self) -> bool:
-        """Whether the simulated cable is in."""
-        return self._link.plugged
-
-    @property
-    def received(self) -> bytes:
-        """The last bytes (up to ``_RECEIVED_KEEP``) the driver sent to the device."""
-        return bytes(self._received)
-
-    async def run(self) -> None:
-        """Produce traffic until cancelled; the link is closed on the way out."""
-        # Sleep to deadlines on the scenario's own timeline, not for fixed periods, so slow
-        # writes and float rounding never make the stream drift.
-        start = self._clock.monotonic() - self.scenario.elapsed
-        try:
-            while True:
-                step = self.scenario.step()
-                if step.plugged and not self._link.plugged:
-                    self._link.plug()
-                elif not step.plugged and self._link.plugged:
-                    self._link.unplug()
-                # The step's last byte leaves the device at the end of its period.
-                await self._clock.sleep(start + self.scenario.elapsed - self._clock.monotonic())
-                if step.plugged:
-                    self._link.write(step.wire)
-                    self._received += self._link.read()
-                    del self._received[:-_RECEIVED_KEEP]
-        finally:
-            self._link.close()
+        super().__init__(
+            NoninScenario(
+                scenario,
+                data_format=settings.data_format,
+                seed=default_seed(link_path, seed),
+            ),
+            clock,
+            link_path,
+        )

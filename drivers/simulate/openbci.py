@@ -42,8 +42,7 @@ from __future__ import annotations
 import collections
 import math
 import random
-import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,7 +61,7 @@ from drivers.ecg.openbci import (
     encode_packet,
     millivolts_per_count,
 )
-from drivers.simulate.pty import PtyLink
+from drivers.simulate.device import RECEIVED_KEEP, Burst, PtyDeviceSimulator, default_seed
 
 #: Packets per step: the simulator writes every 40 ms at 250 Hz.
 PACKETS_PER_STEP: Final = 10
@@ -124,7 +123,6 @@ _ACCEL_EVERY: Final = 10
 _ONE_G_COUNTS: Final = 8000
 
 # Bytes from the driver kept for inspection.
-_RECEIVED_KEEP: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +308,7 @@ class CytonScenario:
         return wire[:at] + bytes(garbage) + wire[at:]
 
 
-class CytonSimulator:
+class CytonSimulator(PtyDeviceSimulator[CytonScenario]):
     """Plays a :class:`CytonScenario` into a pty whose slave is reachable at ``link_path``.
 
     Writes a step's packets at the end of each step of ``clock`` time (every 40 ms at
@@ -332,25 +330,18 @@ class CytonSimulator:
         *,
         seed: int | None = None,
     ) -> None:
-        if seed is None:
-            seed = zlib.crc32(link_path.encode())
-        self.scenario = CytonScenario(
-            scenario,
-            leads=settings.leads,
-            gain=settings.gain,
-            sample_rate=settings.sample_rate,
-            seed=seed,
+        super().__init__(
+            CytonScenario(
+                scenario,
+                leads=settings.leads,
+                gain=settings.gain,
+                sample_rate=settings.sample_rate,
+                seed=default_seed(link_path, seed),
+            ),
+            clock,
+            link_path,
         )
-        self._clock = clock
-        self._link_path = link_path
-        self._link = PtyLink(link_path)
-        self._received = bytearray()
         self._streaming = False
-
-    @property
-    def port(self) -> str:
-        """The symlink the driver opens (present only while plugged)."""
-        return self._link_path
 
     @property
     def plugged(self) -> bool:
@@ -362,37 +353,21 @@ class CytonSimulator:
         """Whether the board is streaming (since ``b``, until ``s`` or ``v``)."""
         return self._streaming
 
-    @property
-    def received(self) -> bytes:
-        """The last bytes (up to 256) the driver sent to the board."""
-        return bytes(self._received)
+    def _bursts(self) -> Iterable[Burst]:
+        # Commands heard after the last step's write take effect from this one.
+        step = self.scenario.step()
+        # The step's last packet leaves the board at the end of its period, if streaming.
+        wire = step.wire if self._streaming else b""
+        return (Burst(step.plugged, wire, self.scenario.elapsed),)
 
-    async def run(self) -> None:
-        """Produce traffic until cancelled; the link is closed on the way out."""
-        # Sleep to deadlines on the scenario's own timeline, not for fixed periods, so slow
-        # writes and float rounding never make the stream drift.
-        start = self._clock.monotonic() - self.scenario.elapsed
-        try:
-            while True:
-                # Commands sent during the last step take effect from this one.
-                self._obey(self._link.read())
-                step = self.scenario.step()
-                if step.plugged and not self._link.plugged:
-                    self._link.plug()
-                elif not step.plugged and self._link.plugged:
-                    self._link.unplug()
-                # The step's last packet leaves the board at the end of its period.
-                await self._clock.sleep(start + self.scenario.elapsed - self._clock.monotonic())
-                if step.plugged and self._streaming:
-                    self._link.write(step.wire)
-        finally:
-            self._link.close()
+    def _heard(self, data: bytes) -> None:
+        self._obey(data)
 
     def _obey(self, commands: bytes) -> None:
         if not commands:
             return
         self._received += commands
-        del self._received[:-_RECEIVED_KEEP]
+        del self._received[:-RECEIVED_KEEP]
         for byte in commands:
             command = bytes((byte,))
             if command == START_STREAMING and not self._streaming:
