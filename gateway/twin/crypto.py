@@ -14,9 +14,10 @@ The scheme, from the outside in:
    keys (:meth:`KeyRing.rewrap`) and never rewrites data.
 3. **Fields.** :meth:`DataKey.seal` encrypts each value, waveform block, event, patient
    identifier and free text of the admission. The associated data (:func:`associated_data`)
-   binds the ciphertext to its row - bed, admission, stream, sequence, time - so a ciphertext
-   copied or moved to another row, a different key, a flipped bit or a truncated blob all fail
-   authentication and raise :class:`DecryptionFailed` naming the row, never the data.
+   binds the ciphertext to its row - table, bed, admission, stream id and stream name,
+   sequence, time - so a ciphertext copied or moved to another row, a stream renamed, a
+   different key, a flipped bit, a truncated blob or a stored value that is not a blob at all
+   fail authentication and raise :class:`DecryptionFailed` naming the row, never the data.
 
 **Crypto-shredding.** Deleting an admission's wrapped data key (after discharge, sync and
 retention) makes every ciphertext of that admission unrecoverable *by design*: there is no
@@ -387,6 +388,11 @@ def _read_credential(directory: Path, credential: Path) -> Kek:
 
 def _open_blob(aead: AESGCM, blob: bytes, aad: bytes, context: str) -> bytes:
     """Decrypt ``nonce || ciphertext || tag``; any failure whatsoever is DecryptionFailed."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        # A column that should hold a blob holds TEXT, a number or NULL: damaged or tampered.
+        raise DecryptionFailed(
+            context, f"the stored value is {type(blob).__name__}, not a sealed blob"
+        )
     try:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise DecryptionFailed(
@@ -527,7 +533,7 @@ class DataKey:
 
 def associated_data(*parts: str | int | float | None) -> bytes:
     """Canonical encoding of the row a ciphertext belongs to, e.g.
-    ``associated_data("numeric", bed, admission_id, stream, sequence, time)``.
+    ``associated_data("numerics", bed, admission_id, stream_id, stream_name, sequence, time)``.
 
     Version byte, then per part a type tag and a 4-byte big-endian length before its bytes:
     ``None`` -> ``N``; ``str`` -> ``s`` + UTF-8; ``int`` -> ``i`` + decimal digits; ``float``

@@ -6,8 +6,14 @@
   than this code is refused with a message naming the fix.
 * **Encryption** (``crypto.py``): each admission has its own data key, stored wrapped by the
   key-encryption key. Every value column is sealed with AES-256-GCM and bound to its row by
-  associated data (table, bed, admission, stream, sequence, time), so a ciphertext moved to
-  another row fails to open. Index columns stay in clear.
+  associated data (table, bed, admission, stream id *and* stream name, sequence, time), so a
+  ciphertext moved to another row, or a stream renamed in ``streams``, fails to open. Times
+  are bound as floats and sequences as ints whatever type the caller passed (the ``t``
+  column is REAL), and a reading whose time is not a finite number is refused on its own
+  (``WriteResult.rejected``), never failing its batch. Index columns stay in clear; what
+  reading needs beyond indexing (a waveform's sample rate, unit, resolution) is taken from
+  the sealed header, never from a clear column. A sealed column holding anything but a
+  blob is a damaged row (:class:`DecryptionFailed`), like any other tampering.
 * **Durability**: :meth:`TwinStore.write` commits a batch in one transaction; a reading
   counts as stored only once that transaction has committed. Bulk data uses
   ``synchronous=NORMAL`` (WAL: nothing committed is lost when the process dies); alarm and
@@ -20,7 +26,13 @@
   a second per metric this divides the numerics' size by about ten.
 * **Waveforms** are committed chunk by chunk into a staging table within the batch latency,
   then folded into compressed blocks of ``block_seconds`` (``waveblock.py``) in the
-  transaction that deletes the staged chunks.
+  transaction that deletes the staged chunks. ``seq`` of a chunk or block is the store's own
+  index of its first sample in its admission's stream (:meth:`TwinStore._store_seq`), not
+  the device's sequence, which restarts when the device reconnects.
+* **Retention** (:meth:`TwinStore.housekeeping`): rows go once synced and past their class's
+  retention; a discharged admission is shredded (rows deleted, data key destroyed) only once
+  it ended more than ``max(retention.discharged, retention.alarms)`` ago, so shredding never
+  takes alarms before their own retention.
 
 All methods are synchronous and must be called from one thread at a time: the gateway runs
 them in a single writer thread (``writer.py``).
@@ -30,8 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -83,7 +98,12 @@ _TABLE_OF_KIND: Mapping[str, str] = {
 
 @dataclass(slots=True)
 class WriteResult:
-    """What one committed batch stored. ``stored`` counts readings acknowledged."""
+    """What one committed batch stored. ``stored`` counts readings acknowledged.
+
+    ``rejected`` counts readings refused on their own (a time that is not a finite number, a
+    waveform without a usable sample rate): they are not stored and not in ``stored``, and
+    the rest of the batch is. ``rejected_by_source`` counts them per device.
+    """
 
     stored: int = 0
     numerics_written: int = 0
@@ -91,6 +111,8 @@ class WriteResult:
     waveform_chunks: int = 0
     blocks_written: int = 0
     events_written: int = 0
+    rejected: int = 0
+    rejected_by_source: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -142,6 +164,7 @@ class TwinStore:
         self._keys: dict[int, DataKey] = {}
         self._open_admission: dict[str, int] = {}
         self._stream_ids: dict[str, int] = {}
+        self._stream_names: dict[int, str] = {}
         self._seq: dict[tuple[str, int, int], int] = {}
         self._last_numeric: dict[tuple[int, int], tuple[tuple[Any, ...], float]] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
@@ -150,6 +173,10 @@ class TwinStore:
         self._orphans: list[tuple[tuple[int, int], _Pending]] = []
         #: Rows found damaged while opening (technician-facing lines, no data).
         self.problems: list[str] = []
+        #: True while the WAL could not be emptied after a shredding or a re-wrap (another
+        #: connection was reading): the -wal file may still hold destroyed or old wrapped
+        #: keys. Every :meth:`housekeeping` tries again until it succeeds.
+        self.wal_purge_pending = False
         self._closed = False
         self.db = _connect(path)
         try:
@@ -186,7 +213,10 @@ class TwinStore:
 
     def _load_state(self) -> None:
         conn = self.db.conn
+        # Reloaded from the file (after a rollback too): what it reports is found afresh.
+        self.problems.clear()
         self._stream_ids = {name: i for i, name in conn.execute("SELECT id, name FROM streams")}
+        self._stream_names = {i: name for name, i in self._stream_ids.items()}
         self._open_admission = {
             bed: i
             for i, bed in conn.execute("SELECT id, bed_id FROM admissions WHERE ended IS NULL")
@@ -213,11 +243,12 @@ class TwinStore:
                 key = (adm, stream)
                 self._wave_next[key] = max(self._wave_next.get(key, 0), int(end))
         rows = conn.execute(
-            "SELECT s.id, s.admission_id, s.stream_id, s.seq, s.t, s.sample_rate, s.sealed, "
-            "a.bed_id FROM waveform_staging s JOIN admissions a ON a.id = s.admission_id "
+            "SELECT s.id, s.admission_id, s.stream_id, n.name, s.seq, s.t, s.sample_rate, "
+            "CAST(s.sealed AS BLOB), a.bed_id FROM waveform_staging s "
+            "JOIN admissions a ON a.id = s.admission_id JOIN streams n ON n.id = s.stream_id "
             "ORDER BY s.admission_id, s.stream_id, s.seq"
         ).fetchall()
-        for row_id, adm, stream, seq, t, rate, sealed, bed in rows:
+        for row_id, adm, stream, name, seq, t, rate, sealed, bed in rows:
             try:
                 header, counts = self._open_samples(
                     sealed,
@@ -225,6 +256,7 @@ class TwinStore:
                     bed,
                     adm,
                     stream,
+                    name,
                     seq,
                     t,
                     f"waveform_staging row {row_id}",
@@ -242,6 +274,8 @@ class TwinStore:
                     # Normally a run is folded as soon as the next one starts; two runs
                     # staged for one stream means a chunk between them was unreadable.
                     self._orphans.append((key, pending))
+                # The sealed header's rate, not the clear column (older chunks lack it).
+                rate = float(header.get("sample_rate", rate))
                 pending = _Pending(rate, header["unit"], header["resolution"], t, seq, device_seq)
                 self._pending[key] = pending
                 self._seq_offset[key] = seq - device_seq
@@ -263,7 +297,8 @@ class TwinStore:
 
     def patient(self, admission_id: int) -> Patient | None:
         row = self.db.conn.execute(
-            "SELECT bed_id, patient, wrapped_key IS NULL FROM admissions WHERE id = ?",
+            "SELECT bed_id, CAST(patient AS BLOB), wrapped_key IS NULL FROM admissions "
+            "WHERE id = ?",
             (admission_id,),
         ).fetchone()
         if row is None:
@@ -331,7 +366,8 @@ class TwinStore:
         if key is not None:
             return key
         row = self.db.conn.execute(
-            "SELECT bed_id, kek_id, wrapped_key FROM admissions WHERE id = ?", (admission_id,)
+            "SELECT bed_id, kek_id, CAST(wrapped_key AS BLOB) FROM admissions WHERE id = ?",
+            (admission_id,),
         ).fetchone()
         if row is None:
             raise StoreError(f"admission {admission_id} does not exist")
@@ -393,11 +429,27 @@ class TwinStore:
         return admission_id
 
     def _write_one(self, bed_id: str, reading: Reading, now: float, result: WriteResult) -> None:
+        t = _finite(reading.start_time if isinstance(reading, Waveform) else reading.time)
+        counts = None
+        if isinstance(reading, Waveform) and t is not None and _positive(reading.sample_rate):
+            try:
+                counts = _to_counts(reading.samples, float(reading.resolution))
+            except StoreError:
+                t = None
+        if t is None or (isinstance(reading, Waveform) and counts is None):
+            # One reading with a broken time, rate or samples (a driver bug) is refused on
+            # its own: failing the batch would stop storing for every bed of the ward.
+            result.rejected += 1
+            result.rejected_by_source[reading.source] = (
+                result.rejected_by_source.get(reading.source, 0) + 1
+            )
+            return
         admission_id = self._admission_for(bed_id, now)
         if isinstance(reading, Numeric):
-            self._write_numeric(bed_id, admission_id, reading, now, result)
+            self._write_numeric(bed_id, admission_id, reading, t, now, result)
         elif isinstance(reading, Waveform):
-            self._write_waveform(bed_id, admission_id, reading, now, result)
+            assert counts is not None
+            self._write_waveform(bed_id, admission_id, reading, counts, t, now, result)
         else:
             self._insert_sealed(
                 "device_events",
@@ -405,7 +457,7 @@ class TwinStore:
                 bed_id,
                 admission_id,
                 reading.source,
-                reading.time,
+                t,
                 _event_payload(reading),
                 now,
             )
@@ -413,16 +465,18 @@ class TwinStore:
         result.stored += 1
 
     def _write_numeric(
-        self, bed_id: str, admission_id: int, reading: Numeric, now: float, result: WriteResult
+        self,
+        bed_id: str,
+        admission_id: int,
+        reading: Numeric,
+        t: float,
+        now: float,
+        result: WriteResult,
     ) -> None:
         stream = self._stream_id(f"{reading.source}/{reading.code.refid}")
         signature = (reading.value, reading.unit.ucum, reading.status.value)
         last = self._last_numeric.get((admission_id, stream))
-        if (
-            last is not None
-            and last[0] == signature
-            and 0 <= reading.time - last[1] < self.numeric_heartbeat
-        ):
+        if last is not None and last[0] == signature and 0 <= t - last[1] < self.numeric_heartbeat:
             result.numerics_repeated += 1
             return
         # Empty fields are left out: numerics are the most numerous rows after 30 days.
@@ -431,62 +485,62 @@ class TwinStore:
             payload["status"] = reading.status.names()
         if reading.device_time is not None:
             payload["device_time"] = reading.device_time
-        self._insert_sealed(
-            "numerics", "numeric", bed_id, admission_id, stream, reading.time, payload, now
-        )
-        if last is None or reading.time >= last[1]:
+        self._insert_sealed("numerics", "numeric", bed_id, admission_id, stream, t, payload, now)
+        if last is None or t >= last[1]:
             # Only the latest stored row stands for later repeats: a reading from a clock
             # that stepped back is stored, but a later equal value is not its repeat.
-            self._last_numeric[(admission_id, stream)] = (signature, reading.time)
+            self._last_numeric[(admission_id, stream)] = (signature, t)
         result.numerics_written += 1
 
     def _write_waveform(
-        self, bed_id: str, admission_id: int, wave: Waveform, now: float, result: WriteResult
+        self,
+        bed_id: str,
+        admission_id: int,
+        wave: Waveform,
+        counts: npt.NDArray[np.int64],
+        t: float,
+        now: float,
+        result: WriteResult,
     ) -> None:
         stream = self._stream_id(f"{wave.source}/{wave.code.refid}")
-        counts = _to_counts(wave.samples, wave.resolution)
+        resolution = float(wave.resolution)
+        rate = float(wave.sample_rate)
+        device_seq = int(wave.sequence)
         key = (admission_id, stream)
         pending = self._pending.get(key)
         if pending is not None and (
-            pending.next_device_seq != wave.sequence
-            or pending.sample_rate != wave.sample_rate
-            or pending.resolution != wave.resolution
+            pending.next_device_seq != device_seq
+            or pending.sample_rate != rate
+            or pending.resolution != resolution
             or pending.unit != wave.unit.ucum
         ):
             self._fold_block(bed_id, admission_id, stream, result, now)
             pending = None
         if pending is None:
             pending = _Pending(
-                wave.sample_rate,
+                rate,
                 wave.unit.ucum,
-                wave.resolution,
-                wave.start_time,
-                self._store_seq(key, wave.sequence),
-                wave.sequence,
+                resolution,
+                t,
+                self._store_seq(key, device_seq),
+                device_seq,
             )
             self._pending[key] = pending
         seq = pending.next_seq
         header = {
             "unit": wave.unit.ucum,
-            "resolution": wave.resolution,
-            "device_seq": wave.sequence,
+            "resolution": resolution,
+            "sample_rate": rate,
+            "device_seq": device_seq,
         }
         sealed = self._key(admission_id).seal(
             _pack_samples(header, counts, compress=False),
-            _aad("waveform_staging", bed_id, admission_id, stream, seq, wave.start_time),
+            self._row_aad("waveform_staging", bed_id, admission_id, stream, seq, t),
         )
         cursor = self.db.conn.execute(
             "INSERT INTO waveform_staging (admission_id, stream_id, seq, t, sample_rate, "
             "samples, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                admission_id,
-                stream,
-                seq,
-                wave.start_time,
-                wave.sample_rate,
-                len(counts),
-                sealed,
-            ),
+            (admission_id, stream, seq, t, rate, len(counts), sealed),
         )
         pending.staging_ids.append(int(cursor.lastrowid or 0))
         pending.chunks.append(counts)
@@ -534,26 +588,20 @@ class TwinStore:
         if not pending.chunks:
             return
         counts = np.concatenate(pending.chunks)
-        header = {"unit": pending.unit, "resolution": pending.resolution}
-        t_end = pending.t + len(counts) / pending.sample_rate
+        t = float(pending.t)
+        seq = int(pending.seq)
+        rate = float(pending.sample_rate)
+        header = {"unit": pending.unit, "resolution": pending.resolution, "sample_rate": rate}
+        t_end = t + len(counts) / rate
         sealed = self._key(admission_id).seal(
             _pack_samples(header, counts),
-            _aad("waveform_blocks", bed_id, admission_id, stream, pending.seq, pending.t),
+            self._row_aad("waveform_blocks", bed_id, admission_id, stream, seq, t),
         )
         conn = self.db.conn
         cursor = conn.execute(
             "INSERT INTO waveform_blocks (admission_id, stream_id, seq, t, t_end, sample_rate, "
             "samples, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                admission_id,
-                stream,
-                pending.seq,
-                pending.t,
-                t_end,
-                pending.sample_rate,
-                len(counts),
-                sealed,
-            ),
+            (admission_id, stream, seq, t, t_end, rate, len(counts), sealed),
         )
         self._enqueue("waveform", int(cursor.lastrowid or 0), now)
         conn.executemany(
@@ -581,7 +629,18 @@ class TwinStore:
     def write_alarm(
         self, bed_id: str, source: str, record: Mapping[str, Any], t: float, now: float
     ) -> int:
-        """Commit one alarm state change with ``synchronous=FULL``; returns its row id."""
+        """Commit one alarm state change with ``synchronous=FULL``; returns its row id.
+
+        A time that is not a finite number is refused (:class:`StoreError`) before anything
+        is written: an alarm is one record, refusing it stops nothing else.
+        """
+        checked = _finite(t)
+        if checked is None:
+            raise StoreError(
+                f"alarm from {source!r} at bed {bed_id!r} not stored: its time {t!r} is not a "
+                "finite number of UTC seconds"
+            )
+        t = checked
         with self._atomic(full=True):
             admission_id = self._admission_for(bed_id, now)
             return self._insert_sealed(
@@ -605,7 +664,14 @@ class TwinStore:
             cursor = self.db.conn.execute("INSERT INTO streams (name) VALUES (?)", (name,))
             stream = int(cursor.lastrowid or 0)
             self._stream_ids[name] = stream
+            self._stream_names[stream] = name
         return stream
+
+    def _row_aad(
+        self, table: str, bed_id: str, admission_id: int, stream: int, seq: int, t: float
+    ) -> bytes:
+        """Associated data of a row being written (its stream's name from the mirror)."""
+        return _row_aad(table, bed_id, admission_id, stream, self._stream_names[stream], seq, t)
 
     def _insert_sealed(
         self,
@@ -620,10 +686,11 @@ class TwinStore:
     ) -> int:
         stream_id = self._stream_id(stream) if isinstance(stream, str) else stream
         seq_key = (table, admission_id, stream_id)
-        seq = self._seq.get(seq_key, -1) + 1
+        seq = int(self._seq.get(seq_key, -1)) + 1
+        t = float(t)
         sealed = self._key(admission_id).seal(
             json.dumps(payload, separators=(",", ":")).encode(),
-            _aad(table, bed_id, admission_id, stream_id, seq, t),
+            self._row_aad(table, bed_id, admission_id, stream_id, seq, t),
         )
         cursor = self.db.conn.execute(
             f"INSERT INTO {table} (admission_id, stream_id, seq, t, sealed) VALUES (?, ?, ?, ?, ?)",
@@ -681,7 +748,8 @@ class TwinStore:
         """
         table = _TABLE_OF_KIND[kind]
         sql = (
-            f"SELECT r.id, r.admission_id, r.stream_id, s.name, r.seq, r.t, r.sealed "
+            f"SELECT r.id, r.admission_id, r.stream_id, s.name, r.seq, r.t, "
+            "CAST(r.sealed AS BLOB) "
             f"FROM {table} r JOIN admissions a ON a.id = r.admission_id "
             "JOIN streams s ON s.id = r.stream_id "
             "WHERE a.bed_id = ? AND a.wrapped_key IS NOT NULL AND r.t >= ? AND r.t < ? "
@@ -695,7 +763,7 @@ class TwinStore:
             try:
                 plain = self._key(adm).open(
                     sealed,
-                    _aad(table, bed_id, adm, stream, seq, t),
+                    _row_aad(table, bed_id, adm, stream, name, seq, t),
                     context=f"{table} row {row_id}",
                 )
             except DecryptionFailed as exc:
@@ -725,32 +793,51 @@ class TwinStore:
         stream_name: str,
         t_from: float | None = None,
         t_to: float | None = None,
+        failures: list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Decrypted blocks of one signal overlapping [t_from, t_to), in time order.
 
-        Each has ``t``, ``sample_rate``, ``unit``, ``resolution``, ``seq`` and integer
-        ``counts`` (physical value = counts * resolution).
+        Each has ``id``, ``admission``, ``t``, ``sample_rate``, ``unit``, ``resolution``,
+        ``seq`` and integer ``counts`` (physical value = counts * resolution). The sample
+        rate is the sealed header's (the clear column only for blocks written before it was
+        sealed). A block that does not authenticate is reported in ``failures`` (if given;
+        else :class:`DecryptionFailed` propagates) and skipped.
         """
         lo = float("-inf") if t_from is None else t_from
         hi = float("inf") if t_to is None else t_to
         for row_id, adm, stream, seq, t, rate, sealed in self.db.conn.execute(
-            "SELECT w.id, w.admission_id, w.stream_id, w.seq, w.t, w.sample_rate, w.sealed "
-            "FROM waveform_blocks w JOIN streams s ON s.id = w.stream_id "
+            "SELECT w.id, w.admission_id, w.stream_id, w.seq, w.t, w.sample_rate, "
+            "CAST(w.sealed AS BLOB) FROM waveform_blocks w JOIN streams s ON s.id = w.stream_id "
             "JOIN admissions a ON a.id = w.admission_id WHERE a.bed_id = ? AND s.name = ? "
             "AND a.wrapped_key IS NOT NULL AND w.t_end > ? AND w.t < ? ORDER BY w.t, w.id",
             (bed_id, stream_name, lo, hi),
         ):
-            header, counts = self._open_samples(
-                sealed,
-                "waveform_blocks",
-                bed_id,
-                adm,
-                stream,
-                seq,
-                t,
-                f"waveform_blocks row {row_id}",
-            )
-            yield {"t": t, "sample_rate": rate, "seq": seq, "counts": counts, **header}
+            try:
+                header, counts = self._open_samples(
+                    sealed,
+                    "waveform_blocks",
+                    bed_id,
+                    adm,
+                    stream,
+                    stream_name,
+                    seq,
+                    t,
+                    f"waveform_blocks row {row_id}",
+                )
+            except DecryptionFailed as exc:
+                if failures is None:
+                    raise
+                failures.append(str(exc))
+                continue
+            yield {
+                "id": row_id,
+                "admission": adm,
+                "t": t,
+                "seq": seq,
+                "counts": counts,
+                **header,
+                "sample_rate": float(header.get("sample_rate", rate)),
+            }
 
     def _open_samples(
         self,
@@ -759,12 +846,13 @@ class TwinStore:
         bed_id: str,
         adm: int,
         stream: int,
+        stream_name: str,
         seq: int,
         t: float,
         context: str,
     ) -> tuple[dict[str, Any], npt.NDArray[np.int64]]:
         plain = self._key(adm).open(
-            sealed, _aad(table, bed_id, adm, stream, seq, t), context=context
+            sealed, _row_aad(table, bed_id, adm, stream, stream_name, seq, t), context=context
         )
         return _unpack_samples(plain)
 
@@ -773,10 +861,14 @@ class TwinStore:
         """Apply retention; returns rows deleted per table and admissions shredded.
 
         Rows go only once every destination has acknowledged them ("synced"). A discharged
-        admission past ``retention.discharged`` whose rows are all synced is shredded: its
-        rows are deleted and its wrapped data key destroyed (and purged from the WAL), so the
-        store can no longer read it. A copy of the file taken before the shredding still
-        holds the wrapped key: backups must follow the same retention.
+        admission whose rows are all synced is shredded once it ended more than
+        ``max(retention.discharged, retention.alarms)`` ago: shredding deletes every row of
+        the admission, its alarm log included, and alarms are kept ``retention.alarms``
+        whatever the discharge retention says. Shredding deletes the rows and destroys the
+        wrapped data key (and purges it from the WAL), so the store can no longer read it.
+        A copy of the file taken before the shredding still holds the wrapped key: backups
+        must follow the same retention. If the WAL cannot be emptied (another connection is
+        reading), :attr:`wal_purge_pending` is set and the next call tries again.
         """
         done: dict[str, int] = {}
         with self._transaction(full=True):
@@ -788,18 +880,45 @@ class TwinStore:
             ):
                 done[_TABLE_OF_KIND[kind]] = self._delete_synced(kind, "t < ?", (now - keep,))
             done["audit_log"] = self._delete_synced("audit", "t < ?", (now - retention.alarms,))
-            done["admissions_shredded"] = self._shred_due(now - retention.discharged, now)
+            done["admissions_shredded"] = self._shred_due(
+                now - max(retention.discharged, retention.alarms), now
+            )
             self.db.conn.execute(
                 "DELETE FROM outbox WHERE acked IS NOT NULL AND acked < ?", (now - 86400.0,)
             )
-        if done["admissions_shredded"]:
+        if done["admissions_shredded"] or self.wal_purge_pending:
             self._purge_wal()
         return done
 
-    def _purge_wal(self) -> None:
+    #: How many times :meth:`_purge_wal` tries, and how long each try waits for readers.
+    wal_purge_attempts = 3
+    wal_purge_wait_ms = 2000
+
+    def _purge_wal(self) -> bool:
         """Copy the WAL into the file and empty it, so that the earlier page images it holds
-        (wrapped data keys just destroyed or re-wrapped) are gone from the -wal file too."""
-        self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (wrapped data keys just destroyed or re-wrapped) are gone from the -wal file too.
+
+        A connection still reading an older snapshot (an export, ``keys status``) keeps the
+        checkpoint from finishing: SQLite then answers "busy". It is tried
+        ``wal_purge_attempts`` times; if it still cannot finish, :attr:`wal_purge_pending`
+        says so (the caller reports it) and :meth:`housekeeping` tries again later.
+        Returns True once the WAL is empty.
+        """
+        conn = self.db.conn
+        done = False
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.wal_purge_wait_ms)}")
+            for attempt in range(max(1, self.wal_purge_attempts)):
+                if attempt:
+                    time.sleep(0.05)
+                busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy == 0:
+                    done = True
+                    break
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self.wal_purge_pending = not done
+        return done
 
     def _delete_synced(self, kind: str, where: str, params: tuple[Any, ...]) -> int:
         table = _TABLE_OF_KIND[kind]
@@ -884,13 +1003,18 @@ class TwinStore:
     def rewrap(self, new_current: KeyRing) -> int:
         """Re-wrap every live data key under ``new_current.current`` in one transaction.
 
-        The data itself is not rewritten. Returns the number of keys re-wrapped.
+        The data itself is not rewritten. Returns the number of keys re-wrapped. The old
+        wrapped keys are then purged from the WAL; if another connection keeps that from
+        finishing, :attr:`wal_purge_pending` is set (see :meth:`_purge_wal`).
         """
         conn = self.db.conn
-        rows = conn.execute(
-            "SELECT id, bed_id, kek_id, wrapped_key FROM admissions WHERE wrapped_key IS NOT NULL"
-        ).fetchall()
         with self._transaction(full=True):
+            # Selected inside the transaction: an admission added meanwhile (another
+            # process) is either seen here or waits for this transaction.
+            rows = conn.execute(
+                "SELECT id, bed_id, kek_id, CAST(wrapped_key AS BLOB) FROM admissions "
+                "WHERE wrapped_key IS NOT NULL"
+            ).fetchall()
             for adm, bed, kek_id, wrapped in rows:
                 aad = _key_aad(adm, bed)
                 raw = self._keyring.unwrap(kek_id, wrapped, aad, context=f"admission {adm} key")
@@ -938,6 +1062,14 @@ class TwinStore:
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         return (pages - free) * size
+
+    def free_page_bytes(self) -> int:
+        """Bytes of the file's free pages: space freed by deletions, which the file keeps
+        (it does not shrink) and fills again before it grows."""
+        conn = self.db.conn
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        return free * size
 
     def integrity(self) -> str:
         return str(self.db.conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -993,11 +1125,14 @@ def _translate(error: sqlite3.Error) -> StoreError:
 
 
 # -- opening and migrating -------------------------------------------------------------------
+_BUSY_TIMEOUT_MS = 5000
+
+
 def _connect(path: Path) -> sqlite_utils.Database:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         # Takes effect only for a new file: a compressed 10 s ECG block is about 3 KB, and
         # with 4 KB pages a fifth of the waveform pages would stay empty.
         conn.execute("PRAGMA page_size = 8192")
@@ -1090,6 +1225,40 @@ def _key_aad(admission_id: int, bed_id: str) -> bytes:
     return associated_data("admission-key", bed_id, admission_id)
 
 
+def _row_aad(
+    table: str,
+    bed_id: str,
+    admission_id: int,
+    stream_id: int,
+    stream_name: str,
+    seq: int,
+    t: float,
+) -> bytes:
+    """Associated data of a sealed row: its table, bed, admission, stream (id and name, so a
+    stream renamed in ``streams`` is detected), sequence and time. Numbers are normalised to
+    the types the columns give back (INTEGER, REAL): the same row binds the same bytes when
+    written with ``t=1700000000`` and read back as ``1700000000.0``."""
+    return associated_data(
+        table, bed_id, int(admission_id), int(stream_id), stream_name, int(seq), float(t)
+    )
+
+
+def _finite(t: object) -> float | None:
+    """``t`` as a float if it is a finite number, else None."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        return None
+    try:
+        value = float(t)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _positive(rate: object) -> bool:
+    value = _finite(rate)
+    return value is not None and value > 0
+
+
 def _event_payload(reading: DeviceEvent | Identity) -> dict[str, Any]:
     if isinstance(reading, DeviceEvent):
         return {
@@ -1109,6 +1278,8 @@ def _event_payload(reading: DeviceEvent | Identity) -> dict[str, Any]:
 
 def _to_counts(samples: npt.NDArray[np.float64], resolution: float) -> npt.NDArray[np.int64]:
     counts = np.rint(samples / resolution)
+    if len(samples) and not np.all(np.isfinite(counts)):
+        raise StoreError("waveform samples are not finite numbers")
     if (
         len(samples)
         and float(np.max(np.abs(counts * resolution - samples))) > abs(resolution) * 1e-6

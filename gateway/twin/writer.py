@@ -10,7 +10,21 @@ batches, and the wait before a reading is stored is bounded by one commit's dura
 Running short of space is a technical condition (``store_space_low``: free disk below
 ``min_free_bytes`` or data above 90 % of the quota; ``store_full``: a commit was refused):
 the oldest waveform blocks are evicted first, synced ones before unsynced ones; alarms,
-events and numerics are never evicted for space. Failing commits raise ``store_failing``.
+events and numerics are never evicted for space. Deleting rows does not shrink the file (its
+pages go to SQLite's free list and are reused), so free pages of the file count as free
+space: otherwise every check would find the disk just as full and evict again until no
+waveform was left. A refused commit is retried after one second of clock time (after making
+room), a failing one (``store_failing``) likewise.
+
+The readings waiting for a commit (the backlog) are bounded by ``max_backlog``: beyond it the
+oldest waveforms are dropped, then the oldest numerics (``dropped_waveforms``,
+``dropped_numerics``); device events are never dropped. A reading with a time that is not a
+finite number is refused by the store on its own (``rejected``) and the rest of its batch
+stored.
+
+:meth:`StoreWriter.run` may be started again after it ended (the supervisor restarts it): each
+run has its own worker thread, and a batch whose commit failed unexpectedly is put back in
+the backlog before the error propagates, so the next run stores it.
 """
 
 from __future__ import annotations
@@ -28,12 +42,18 @@ from typing import Any, TypeVar
 import structlog
 
 from drivers.clock import Clock
-from drivers.readings import Reading, Waveform
+from drivers.readings import Numeric, Reading, Waveform
 from gateway.hub import Subscription
 from gateway.twin.store import Retention, StoreError, StoreFull, TwinStore, WriteResult
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+#: Clock seconds between two attempts at a commit that was refused or failed.
+RETRY_SECONDS = 1.0
+
+
+def _disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +73,8 @@ class WriterStats:
     failed_commits: int = 0
     refused_full: int = 0
     dropped_waveforms: int = 0
+    dropped_numerics: int = 0
+    rejected: int = 0
     evicted_blocks: int = 0
     commit_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
@@ -82,14 +104,22 @@ class StoreWriter:
         self.stored_by_device: dict[str, int] = {}
         self.conditions: dict[str, str] = {}
         self.stats = WriterStats()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
+        # One worker thread at a time, made by run() (and by call() outside a run): a thread
+        # pool cannot take work once shut down, and run() shuts its own down when it ends.
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._rejected_sources: set[str] = set()
         self._next_space_check = 0.0
         self._next_housekeeping = 0.0
         self._progress = asyncio.Event()
 
     # -- running ---------------------------------------------------------------------------
     async def run(self, subscription: Subscription) -> None:
-        """Store every reading the hub offers until cancelled; flush staged waveforms then."""
+        """Store every reading the hub offers until cancelled; flush staged waveforms then.
+
+        May be called again after it ended (cancelled, or failed and restarted by the
+        supervisor): what was left in the backlog is committed first.
+        """
+        self._worker()
         try:
             while True:
                 if not self._backlog:
@@ -110,7 +140,9 @@ class StoreWriter:
         if bed is not None:
             self._backlog.append((bed, reading))
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, wait: bool = True) -> None:
+        """Commit the oldest batch of the backlog; on failure put it back, raise the
+        condition and (unless ``wait`` is false: shutting down) wait before the next try."""
         batch = [self._backlog.popleft() for _ in range(min(len(self._backlog), self._max_batch))]
         if not batch:
             return
@@ -120,15 +152,24 @@ class StoreWriter:
         except StoreFull as exc:
             self.stats.refused_full += 1
             self._raise("store_full", str(exc))
-            await self._make_room()
             self._retry_later(batch)
+            await self._make_room()
+            if wait:  # eviction may have found nothing to give way: never a hot loop
+                await self._clock.sleep(RETRY_SECONDS)
             return
         except StoreError as exc:
             self.stats.failed_commits += 1
             self._raise("store_failing", str(exc))
             self._retry_later(batch)
-            await self._clock.sleep(1.0)  # a failing disk is not helped by a busy loop
+            if wait:  # a failing disk is not helped by a busy loop
+                await self._clock.sleep(RETRY_SECONDS)
             return
+        except Exception:
+            # Not a store condition (a bug, a key problem): the transaction was rolled back,
+            # so the batch goes back to the backlog for the next run() to store. (A cancelled
+            # commit is not put back: the worker thread finishes it.)
+            self._backlog.extendleft(reversed(batch))
+            raise
         self.stats.commit_seconds.append(time.perf_counter() - started)
         self._stored(batch, result)
         self._clear("store_full")
@@ -137,20 +178,43 @@ class StoreWriter:
     def _stored(self, batch: list[tuple[str, Reading]], result: WriteResult) -> None:
         self.stats.commits += 1
         self.stats.stored += result.stored
+        # Readings the store refused on their own (no usable time) are not stored.
+        refused = dict(result.rejected_by_source)
         for _, reading in batch:
-            self.stored_by_device[reading.source] = self.stored_by_device.get(reading.source, 0) + 1
+            source = reading.source
+            if refused.get(source, 0) > 0:
+                refused[source] -= 1
+                continue
+            self.stored_by_device[source] = self.stored_by_device.get(source, 0) + 1
+        if result.rejected:
+            self.stats.rejected += result.rejected
+            for source in result.rejected_by_source:
+                if source not in self._rejected_sources:
+                    self._rejected_sources.add(source)
+                    log.warning("readings without a usable time refused", device=source)
 
     def _retry_later(self, batch: list[tuple[str, Reading]]) -> None:
-        # Keep what failed at the front; when the backlog is too long, waveforms give way.
+        # Keep what failed at the front; when the backlog is too long, the oldest waveforms
+        # give way, then the oldest numerics; device events are never dropped.
         self._backlog.extendleft(reversed(batch))
-        while len(self._backlog) > self._max_backlog:
-            for i, (_, reading) in enumerate(self._backlog):
-                if isinstance(reading, Waveform):
-                    del self._backlog[i]
-                    self.stats.dropped_waveforms += 1
-                    break
+        excess = len(self._backlog) - self._max_backlog
+        if excess <= 0:
+            return
+        waves = sum(1 for _, r in self._backlog if isinstance(r, Waveform))
+        drop_waves = min(excess, waves)
+        drop_numerics = excess - drop_waves
+        kept: deque[tuple[str, Reading]] = deque()
+        for item in self._backlog:  # one pass: the backlog may be long
+            reading = item[1]
+            if drop_waves and isinstance(reading, Waveform):
+                drop_waves -= 1
+                self.stats.dropped_waveforms += 1
+            elif drop_numerics and isinstance(reading, Numeric):
+                drop_numerics -= 1
+                self.stats.dropped_numerics += 1
             else:
-                break
+                kept.append(item)
+        self._backlog = kept
 
     async def _maintain(self) -> None:
         now = self._clock.monotonic()
@@ -168,20 +232,35 @@ class StoreWriter:
             else:
                 if any(done.values()):
                     log.info("retention applied", **done)
+            if self.store.wal_purge_pending:
+                self._raise(
+                    "store_wal_not_purged",
+                    "another connection kept the write-ahead log from being emptied after "
+                    "shredding or re-wrapping keys; retried at the next housekeeping",
+                )
+            else:
+                self._clear("store_wal_not_purged")
 
     async def _check_space(self) -> None:
-        short = self._shortfall(await self._in_thread(self.store.used_bytes))
+        used, reusable = await self._in_thread(self._space_figures)
+        short = self._shortfall(used, reusable)
         if short > 0:
             self._raise("store_space_low", f"{short} bytes short of the space policy")
             await self._make_room(short)
         else:
             self._clear("store_space_low")
 
-    def _shortfall(self, used: int) -> int:
+    def _space_figures(self) -> tuple[int, int]:
+        return self.store.used_bytes(), self.store.free_page_bytes()
+
+    def _shortfall(self, used: int, reusable: int = 0) -> int:
+        """Bytes missing to satisfy the space policy. ``used`` is the store's data (free
+        pages excluded); ``reusable`` is the file's free pages, which new data fills before
+        the file grows: on the disk, they are as good as free."""
         short = 0
         if self._space.quota is not None:
             short = max(short, used - int(self._space.quota * 0.9))
-        free = shutil.disk_usage(self._data_dir).free
+        free = _disk_free(self._data_dir) + reusable
         return max(short, self._space.min_free_bytes - free)
 
     async def _make_room(self, nbytes: int | None = None) -> None:
@@ -195,12 +274,14 @@ class StoreWriter:
     async def _shutdown(self) -> None:
         try:
             if self._backlog:
-                await self._commit()
+                await self._commit(wait=False)
             await self._in_thread(self.store.flush_waveforms, self._clock.wall())
-        except StoreError as exc:
+        except Exception as exc:  # reported here; the error that ended run() propagates
             log.error("store flush at shutdown failed", error=str(exc))
         finally:
-            self._executor.shutdown(wait=True)
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds, re-checked after every commit (tests, tools)."""
@@ -222,10 +303,15 @@ class StoreWriter:
             await self._make_room()
             return await self._in_thread(fn, *args)
 
+    def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
+        return self._executor
+
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
         # shield: a cancelled caller must not abandon a commit halfway; the thread finishes it.
-        return await asyncio.shield(loop.run_in_executor(self._executor, fn, *args))
+        return await asyncio.shield(loop.run_in_executor(self._worker(), fn, *args))
 
     # -- conditions ------------------------------------------------------------------------
     def _raise(self, name: str, detail: str) -> None:
@@ -252,6 +338,8 @@ class StoreWriter:
             "refused_full": self.stats.refused_full,
             "evicted_blocks": self.stats.evicted_blocks,
             "dropped_waveforms": self.stats.dropped_waveforms,
+            "dropped_numerics": self.stats.dropped_numerics,
+            "rejected": self.stats.rejected,
             "damaged_rows": list(self.store.problems[:20]),
             "commit_seconds_p50": pct(0.5),
             "commit_seconds_p99": pct(0.99),

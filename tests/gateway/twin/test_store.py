@@ -8,12 +8,14 @@ Crash safety (SIGKILL of an ingesting process) is in ``test_store_crash.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
 import struct
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ from gateway.twin.store import (
     StoreFull,
     StoreVersionError,
     TwinStore,
+    _pack_samples,
+    _row_aad,
     migrate,
 )
 from gateway.twin.waveblock import encode_block
@@ -136,6 +140,23 @@ def ecg(
 def noise(rng: np.random.Generator, n: int) -> npt.NDArray[np.int64]:
     """Incompressible int16 samples (the codec stores them raw)."""
     return rng.integers(-32768, 32768, n).astype(np.int64)
+
+
+@contextlib.contextmanager
+def fails_on(store: TwinStore, bad: Waveform) -> Iterator[None]:
+    """Make storing ``bad`` fail midway through a batch, as a disk error would."""
+    real = store._write_waveform
+
+    def failing(bed: str, adm: int, wave: Waveform, *args: Any) -> None:
+        if wave is bad:
+            raise StoreError("disk error while writing this chunk")
+        real(bed, adm, wave, *args)
+
+    store._write_waveform = failing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store._write_waveform = real  # type: ignore[method-assign]
 
 
 def pairs(bed: str, *readings: Reading) -> list[tuple[str, Reading]]:
@@ -270,7 +291,8 @@ def test_store_runs_in_wal_mode(path: Path, ring: KeyRing) -> None:
 
 def make_v1_file(path: Path, ring: KeyRing) -> dict[str, Any]:
     """A store as gateway schema 1 wrote it: one admission with a patient, one SpO2 value
-    and one alarm, sealed exactly as the store seals (same associated data layout)."""
+    and one alarm, sealed exactly as the store seals (same associated data layout: table,
+    bed, admission, stream id, stream name, sequence, time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = db(path)
     assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
@@ -303,7 +325,8 @@ def make_v1_file(path: Path, ring: KeyRing) -> dict[str, Any]:
             0,
             t,
             key.seal(
-                json.dumps(value).encode(), associated_data("numerics", bed, adm, stream, 0, t)
+                json.dumps(value).encode(),
+                associated_data("numerics", bed, adm, stream, SPO2_STREAM, 0, t),
             ),
         ),
     )
@@ -317,7 +340,7 @@ def make_v1_file(path: Path, ring: KeyRing) -> dict[str, Any]:
             t,
             key.seal(
                 json.dumps(alarm).encode(),
-                associated_data("alarm_log", bed, adm, alarm_stream, 0, t),
+                associated_data("alarm_log", bed, adm, alarm_stream, "alarm-engine", 0, t),
             ),
         ),
     )
@@ -783,20 +806,20 @@ def test_failed_write_leaves_no_data_no_outbox_and_consistent_state(
             MILLIVOLT,
             500.0,
             T0 + 0.1,
-            np.array([0.0, 0.0015, 0.003]),
+            np.array([0.0, 0.001, 0.003]),
             sequence=50,
             resolution=0.001,
         )
-        batch = [
+        batch: list[tuple[str, Reading]] = [
             (BED, numeric(97.0, T0 + 2)),  # a change: would be written
             (BED, ecg(50, np.arange(50))),  # a staged chunk
             ("bed-new", numeric(88.0, T0 + 2)),  # a new admission
             (BED, numeric(40.0, T0 + 2, source="new-device")),  # a new stream
             (BED, DeviceEvent("ox-1", Condition.SENSOR_OFF, True, T0 + 2, "x")),
-            (BED, bad),  # samples are not whole multiples of the resolution
+            (BED, bad),  # a reading whose storing fails midway (see below)
             (BED, numeric(98.0, T0 + 3)),
         ]
-        with pytest.raises(StoreError, match="resolution"):
+        with fails_on(store, bad), pytest.raises(StoreError, match="disk error"):
             store.write(batch, now=T0 + 2)
         after = (
             store.counts(),
@@ -836,8 +859,8 @@ def test_failed_write_does_not_leave_a_repeat_that_was_never_stored(
     """A value in a rolled-back batch must not make a later equal value look like a repeat."""
     with TwinStore(path, ring, numeric_heartbeat=60.0) as store:
         store.write(pairs(BED, numeric(95.0, T0)), now=T0)
-        bad = Waveform("ecg-1", ECG_LEAD_II, MILLIVOLT, 500.0, T0, np.array([0.5]))
-        with pytest.raises(StoreError):
+        bad = Waveform("ecg-1", ECG_LEAD_II, MILLIVOLT, 500.0, T0, np.array([5.0]))
+        with fails_on(store, bad), pytest.raises(StoreError):
             store.write(pairs(BED, numeric(80.0, T0 + 1), bad), now=T0 + 1)
         result = store.write(pairs(BED, numeric(80.0, T0 + 2)), now=T0 + 2)
         assert (result.numerics_written, result.numerics_repeated) == (1, 0)
@@ -1167,7 +1190,10 @@ def test_housekeeping_deletes_only_synced_rows_past_retention(path: Path, ring: 
 def test_discharged_synced_admission_past_retention_is_shredded_for_good(
     path: Path, ring: KeyRing
 ) -> None:
-    retention = Retention(discharged=30 * DAY, numerics=365 * DAY, waveforms=365 * DAY)
+    # Alarms kept as long as discharged admissions: shredding waits for the longer of both.
+    retention = Retention(
+        discharged=30 * DAY, alarms=30 * DAY, numerics=365 * DAY, waveforms=365 * DAY
+    )
     patient = Patient("Shredded Person", "MRN-SHRED-1", "1944-04-04")
     with TwinStore(path, ring, destinations=[CENTRAL], block_seconds=0.1) as store:
         gone = store.admit(BED, patient, T0)
@@ -1221,7 +1247,7 @@ def test_discharged_synced_admission_past_retention_is_shredded_for_good(
 def test_admission_with_unsynced_rows_is_not_shredded_until_acked(
     path: Path, ring: KeyRing
 ) -> None:
-    retention = Retention(discharged=DAY)
+    retention = Retention(discharged=DAY, alarms=DAY)
     with TwinStore(path, ring, destinations=[CENTRAL]) as store:
         adm = store.admit(BED, Patient("P", "MRN-P", "1950-01-01"), T0)
         store.write(pairs(BED, numeric(95.0, T0 + 1), numeric(96.0, T0 + 2)), now=T0 + 2)
@@ -1374,3 +1400,280 @@ def test_rotation_interrupted_after_rewrap_is_completed(path: Path, source: keys
     assert not source.pending.exists()
     assert_readable(path, keys.load_keyring(source), patients)
     assert keys.load_keyring(source).ids == (pending.id,)
+
+
+# == 9. times and sequences of any numeric type; unusable times =============================
+def test_whole_number_and_numpy_times_and_sequences_read_back(path: Path, ring: KeyRing) -> None:
+    """``t`` binds as a float and ``seq`` as an int whatever the caller passed: the columns
+    give back REAL and INTEGER, so an int time sealed as an int could never be opened."""
+    t = 1_700_000_000  # an int, as a driver computing whole seconds may pass it
+    wave = Waveform(
+        "ecg-1",
+        ECG_LEAD_II,
+        MILLIVOLT,
+        500,  # an int rate too
+        t,
+        np.arange(100, dtype=np.float64),
+        sequence=np.int64(0),  # type: ignore[arg-type]
+    )
+    with TwinStore(path, ring, destinations=[CENTRAL]) as store:
+        result = store.write(
+            pairs(
+                BED,
+                numeric(95.0, t),
+                numeric(96.0, np.int64(t + 1)),  # type: ignore[arg-type]
+                DeviceEvent("ox-1", Condition.ARTIFACT, True, t, "whole"),
+                wave,
+            ),
+            now=t,
+        )
+        assert (result.stored, result.rejected) == (4, 0)
+        store.write_alarm(BED, "alarm-engine", {"n": 1}, t, t)  # an int time too
+    with TwinStore(path, ring) as store:  # the staged chunk opens again after a restart
+        assert store.problems == []
+        rows = list(store.rows("numeric", BED))
+        assert [(r["t"], r["value"]) for r in rows] == [(T0, 95.0), (T0 + 1, 96.0)]
+        assert all(type(r["t"]) is float for r in rows)
+        assert [r["detail"] for r in store.rows("event", BED)] == ["whole"]
+        assert [r["n"] for r in store.rows("alarm", BED)] == [1]
+        assert store.flush_waveforms(now=T0) == 1
+        [block] = store.waveform_blocks(BED, ECG_STREAM)
+        assert (block["t"], block["sample_rate"], block["seq"]) == (T0, 500.0, 0)
+        assert np.array_equal(block["counts"], np.arange(100))
+
+
+def test_a_reading_with_a_non_finite_time_is_refused_alone_not_its_batch(
+    path: Path, ring: KeyRing
+) -> None:
+    nan, inf = float("nan"), float("inf")
+    batch = pairs(
+        BED,
+        numeric(95.0, T0),
+        numeric(96.0, nan),
+        DeviceEvent("ox-1", Condition.ARTIFACT, True, inf, "never"),
+        ecg(0, np.arange(50), t0=nan),
+        Waveform("ecg-2", ECG_LEAD_II, MILLIVOLT, 0.0, T0, np.zeros(5)),  # nor a usable rate
+        ecg(0, np.arange(50)),
+        numeric(97.0, T0 + 1),
+    )
+    with TwinStore(path, ring, destinations=[CENTRAL]) as store:
+        result = store.write(batch, now=T0 + 1)
+        assert (result.stored, result.rejected) == (3, 4)
+        assert result.rejected_by_source == {"ox-1": 2, "ecg-1": 1, "ecg-2": 1}
+        assert [r["value"] for r in store.rows("numeric", BED)] == [95.0, 97.0]
+        assert list(store.rows("event", BED)) == []
+        assert store.counts()["waveform_staging"] == 1
+        # An alarm is one record: refused with a clear error, nothing written.
+        before = store.counts()
+        with pytest.raises(StoreError, match="not a finite number"):
+            store.write_alarm(BED, "alarm-engine", {"n": 1}, nan, T0 + 2)
+        assert store.counts() == before
+        # And the store goes on.
+        assert store.write(pairs(BED, numeric(98.0, T0 + 2)), now=T0 + 2).stored == 1
+
+
+# == 10. clear columns and stream names are not trusted =====================================
+def test_sample_rate_comes_from_the_sealed_header_not_the_clear_column(
+    path: Path, ring: KeyRing
+) -> None:
+    with TwinStore(path, ring, block_seconds=0.2) as store:
+        store.write(pairs(BED, ecg(0, np.arange(100))), now=T0)  # one 0.2 s block
+        store.write(pairs(BED, ecg(100, np.arange(100, 150))), now=T0)  # one staged chunk
+    conn = db(path)
+    conn.execute("UPDATE waveform_blocks SET sample_rate = 250.0")
+    conn.execute("UPDATE waveform_staging SET sample_rate = 125.0")
+    conn.close()
+    with TwinStore(path, ring, block_seconds=0.2) as store:
+        assert store.flush_waveforms(now=T0) == 1
+        blocks = list(store.waveform_blocks(BED, ECG_STREAM))
+        assert [(b["seq"], b["sample_rate"]) for b in blocks] == [(0, 500.0), (100, 500.0)]
+
+
+def test_a_block_sealed_without_a_rate_in_its_header_uses_the_column(
+    path: Path, ring: KeyRing
+) -> None:
+    """Blocks written before the rate was sealed still read back (their column's rate)."""
+    with TwinStore(path, ring) as store:
+        adm = store.admit(BED, None, T0)
+        stream = store._stream_id(ECG_STREAM)
+        counts = np.arange(40, dtype=np.int64)
+        sealed = store._key(adm).seal(
+            _pack_samples({"unit": "mV", "resolution": 1.0}, counts),
+            _row_aad("waveform_blocks", BED, adm, stream, ECG_STREAM, 0, T0),
+        )
+        store.db.conn.execute(
+            "INSERT INTO waveform_blocks (admission_id, stream_id, seq, t, t_end, sample_rate, "
+            "samples, sealed) VALUES (?, ?, 0, ?, ?, 200.0, 40, ?)",
+            (adm, stream, T0, T0 + 0.2, sealed),
+        )
+        [block] = store.waveform_blocks(BED, ECG_STREAM)
+        assert block["sample_rate"] == 200.0
+        assert np.array_equal(block["counts"], counts)
+
+
+def test_stream_names_swapped_in_the_streams_table_are_detected(path: Path, ring: KeyRing) -> None:
+    with TwinStore(path, ring, block_seconds=0.2) as store:
+        store.write(
+            pairs(
+                BED,
+                numeric(95.0, T0),
+                numeric(61.0, T0, code=PULSE_RATE, unit=BEATS_PER_MINUTE),
+                ecg(0, np.arange(100)),
+                ecg(0, np.arange(100), source="ecg-2"),
+            ),
+            now=T0,
+        )
+        ids = dict(store.db.conn.execute("SELECT name, id FROM streams").fetchall())
+    conn = db(path)
+
+    def swap(a: str, b: str) -> None:
+        conn.execute("UPDATE streams SET name = '#swap' WHERE id = ?", (ids[a],))
+        conn.execute("UPDATE streams SET name = ? WHERE id = ?", (a, ids[b]))
+        conn.execute("UPDATE streams SET name = ? WHERE id = ?", (b, ids[a]))
+
+    swap(SPO2_STREAM, f"ox-1/{PULSE_RATE.refid}")
+    swap(ECG_STREAM, f"ecg-2/{ECG_LEAD_II.refid}")
+    conn.close()
+    with TwinStore(path, ring) as store:
+        failures: list[str] = []
+        assert list(store.rows("numeric", BED, failures=failures)) == []
+        assert len(failures) == 2 and all("numerics row" in f for f in failures)
+        with pytest.raises(DecryptionFailed, match="waveform_blocks row"):
+            list(store.waveform_blocks(BED, ECG_STREAM))
+
+
+# == 11. damaged values of the wrong SQLite type, rollback, rewrap race ======================
+BAD_UTF8 = "CAST(x'fffe00c3' AS TEXT)"
+
+
+def test_text_in_a_sealed_column_is_a_damaged_row_not_a_crash(path: Path, ring: KeyRing) -> None:
+    with TwinStore(path, ring, block_seconds=0.2) as store:
+        adm = store.admit(BED, Patient("A", "MRN-A", "1950-01-01"), T0)
+        other = store.admit("bed-2", Patient("B", "MRN-B", "1950-01-01"), T0)
+        store.write(pairs(BED, numeric(95.0, T0), numeric(96.0, T0 + 1)), now=T0 + 1)
+        store.write(pairs(BED, ecg(0, np.arange(100))), now=T0 + 1)  # a block
+        store.write(pairs(BED, ecg(100, np.arange(20))), now=T0 + 1)  # a staged chunk
+        store.write_alarm(BED, "alarm-engine", {"n": 1}, T0, T0)
+        first = min(r["id"] for r in store.rows("numeric", BED))
+    conn = db(path)
+    conn.execute(f"UPDATE numerics SET sealed = {BAD_UTF8} WHERE id = ?", (first,))
+    conn.execute(f"UPDATE alarm_log SET sealed = {BAD_UTF8}")
+    conn.execute(f"UPDATE waveform_blocks SET sealed = {BAD_UTF8}")
+    conn.execute(f"UPDATE waveform_staging SET sealed = {BAD_UTF8}")
+    conn.execute(f"UPDATE admissions SET patient = {BAD_UTF8} WHERE id = ?", (adm,))
+    conn.execute(f"UPDATE admissions SET wrapped_key = {BAD_UTF8} WHERE id = ?", (other,))
+    conn.close()
+    with TwinStore(path, ring) as store:  # opens, reporting the staged chunk
+        assert len(store.problems) == 1 and "waveform_staging row" in store.problems[0]
+        failures: list[str] = []
+        assert [r["value"] for r in store.rows("numeric", BED, failures=failures)] == [96.0]
+        [failure] = failures
+        assert f"cannot decrypt numerics row {first}:" in failure
+        with pytest.raises(DecryptionFailed, match="alarm_log row"):
+            list(store.rows("alarm", BED))
+        with pytest.raises(DecryptionFailed, match="waveform_blocks row"):
+            list(store.waveform_blocks(BED, ECG_STREAM))
+        with pytest.raises(DecryptionFailed, match=rf"admission {adm}\b"):
+            store.patient(adm)
+        with pytest.raises(DecryptionFailed, match=rf"admission {other} key"):
+            store.patient(other)
+
+
+def test_a_rollback_does_not_report_damaged_rows_twice(path: Path, ring: KeyRing) -> None:
+    with TwinStore(path, ring) as store:
+        for seq in range(0, 300, 100):
+            store.write(pairs(BED, ecg(seq, np.arange(seq, seq + 100))), now=T0)
+        ids = [r for (r,) in store.db.conn.execute("SELECT id FROM waveform_staging ORDER BY id")]
+    move_sealed(path, "waveform_staging", "sealed", ids[2], ids[1])
+    bad = Waveform("ecg-2", ECG_LEAD_II, MILLIVOLT, 500.0, T0, np.array([5.0]))
+    with TwinStore(path, ring) as store:
+        assert len(store.problems) == 1
+        for _ in range(3):  # each refused batch rolls back and reloads the state
+            with fails_on(store, bad), pytest.raises(StoreError, match="disk error"):
+                store.write(pairs(BED, numeric(97.0, T0 + 1), bad), now=T0 + 1)
+        assert len(store.problems) == 1
+        assert f"waveform_staging row {ids[1]}" in store.problems[0]
+
+
+def test_rewrap_includes_an_admission_added_just_before_its_transaction(
+    path: Path, kek: Kek, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (``bedside-gateway admit``) adds an admission while ``keys rotate``
+    runs: the rows to re-wrap are read inside the transaction, so it is not left behind
+    under the old key."""
+    patients = populated(path, ring)
+    new = generate_kek()
+    late_key = new_data_key()
+    with TwinStore(path, ring) as store:
+        begin = store._transaction
+
+        def racing(*, full: bool = False) -> Any:
+            other = db(path)
+            late = 1 + other.execute("SELECT MAX(id) FROM admissions").fetchone()[0]
+            kek_id, wrapped = ring.wrap(late_key, associated_data("admission-key", "bed-9", late))
+            other.execute(
+                "INSERT INTO admissions (id, bed_id, started, kek_id, wrapped_key) "
+                "VALUES (?, 'bed-9', ?, ?, ?)",
+                (late, T0, kek_id, wrapped),
+            )
+            other.close()
+            monkeypatch.setattr(store, "_transaction", begin)
+            return begin(full=full)
+
+        monkeypatch.setattr(store, "_transaction", racing)
+        assert store.rewrap(KeyRing(new, kek)) == len(patients) + 1
+        assert store.kek_ids() == {new.id: len(patients) + 1}
+    assert_readable(path, KeyRing(new), patients)
+
+
+# == 12. shredding waits for alarm retention; the WAL purge reports a busy checkpoint ========
+def test_shredding_keeps_alarms_for_their_own_retention(path: Path, ring: KeyRing) -> None:
+    retention = Retention(discharged=30 * DAY, alarms=365 * DAY)
+    with TwinStore(path, ring, destinations=[CENTRAL]) as store:
+        adm = store.admit(BED, Patient("P", "MRN-P", "1950-01-01"), T0)
+        store.write(pairs(BED, numeric(95.0, T0 + 1)), now=T0 + 1)
+        store.write_alarm(BED, "alarm-engine", {"condition": "spo2_low"}, T0 + 1, T0 + 1)
+        store.discharge(BED, T0 + 2)
+        ack_all(store, T0 + 3)
+        for day in (32, 200, 365):
+            assert store.housekeeping(T0 + day * DAY, retention)["admissions_shredded"] == 0
+            assert [r["condition"] for r in store.rows("alarm", BED)] == ["spo2_low"]
+        assert store.housekeeping(T0 + 366 * DAY, retention)["admissions_shredded"] == 1
+        with pytest.raises(StoreError, match="unrecoverable"):
+            store.patient(adm)
+
+
+def test_a_wal_purge_kept_busy_by_a_reader_is_reported_and_retried(
+    path: Path, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TwinStore, "wal_purge_wait_ms", 20)
+    retention = Retention(discharged=DAY, alarms=DAY)
+    with TwinStore(path, ring, destinations=[CENTRAL]) as store:
+        adm = store.admit(BED, Patient("P", "MRN-P", "1950-01-01"), T0)
+        store.write(pairs(BED, numeric(95.0, T0 + 1)), now=T0 + 1)
+        store.discharge(BED, T0 + 2)
+        ack_all(store, T0 + 3)
+        (wrapped,) = store.db.conn.execute(
+            "SELECT wrapped_key FROM admissions WHERE id = ?", (adm,)
+        ).fetchone()
+        reader = db(path)  # an export reading the file meanwhile
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM admissions").fetchone()
+        assert store.housekeeping(T0 + 10 * DAY, retention)["admissions_shredded"] == 1
+        assert store.wal_purge_pending  # the old page images may still be in the WAL
+        reader.execute("COMMIT")
+        reader.close()
+        assert store.housekeeping(T0 + 11 * DAY, retention)["admissions_shredded"] == 0
+        assert not store.wal_purge_pending
+        assert_absent(path, {"wrapped key": wrapped})
+
+
+def test_a_waveform_that_is_not_whole_counts_is_refused_alone(path: Path, ring: KeyRing) -> None:
+    bad = Waveform(
+        "ecg-1", ECG_LEAD_II, MILLIVOLT, 500.0, T0, np.array([0.0, 0.0015]), resolution=0.001
+    )
+    nan = Waveform("ecg-1", ECG_LEAD_II, MILLIVOLT, 500.0, T0, np.array([np.nan]), sequence=2)
+    with TwinStore(path, ring) as store:
+        result = store.write(pairs(BED, bad, nan, numeric(97.0, T0)), now=T0)
+        assert result.rejected == 2 and result.stored == 1
+        assert [r["value"] for r in store.rows("numeric", BED)] == [97.0]
