@@ -761,6 +761,5 @@ def test_spec() -> None:
 
 
 def test_registered_in_the_registry() -> None:
-    if "openbci-cyton" not in registry.names():
-        pytest.skip("openbci-cyton is not registered yet (drivers/registry.py)")
+    assert "openbci-cyton" in registry.names()
     assert registry.get("openbci-cyton") is SPEC
