@@ -163,9 +163,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_private_parents(directory: Path) -> None:
-    """Create the missing ancestors of a key file with mode 0700 (existing ones are left as
-    they are), and make each creation durable in its own parent."""
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing ancestors with mode 0700 (existing ones are left
+    as they are), each creation made durable in its own parent. Used for key files and for
+    decrypted exports alike."""
     missing: list[Path] = []
     current = directory
     while not current.exists():
@@ -188,7 +189,7 @@ def write_key_file(path: Path, kek: Kek) -> None:
     """Write ``kek`` to a new file at ``path`` (mode 0600, never following a symlink, never
     overwriting), fsync the file and its directory. Rotation uses it to write ``PATH.new``."""
     try:
-        _make_private_parents(path.parent)
+        make_private_dirs(path.parent)
     except OSError as exc:
         raise KeyProblem(
             f"cannot create the directory {path.parent} for the key file: {exc.strerror}; "

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gateway.twin.crypto import make_private_dirs
 from gateway.twin.store import TwinStore
 
 _KINDS = ("numeric", "event", "alarm")
@@ -109,7 +110,7 @@ def _write_private(out: Path, data: bytes) -> None:
     """Write ``data`` to a new file ``out``: mode 0600, never over an existing file, never
     through a symbolic link; a file left half-written by an error is removed."""
     try:
-        _make_private_dirs(out.parent)
+        make_private_dirs(out.parent)
     except OSError as exc:
         raise ExportError(f"cannot create the directory {out.parent}: {exc.strerror}") from None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -135,26 +136,6 @@ def _write_private(out: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(out)
         raise ExportError(f"cannot write {out}: {exc.strerror}") from None
-
-
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents with mode 0700 (existing ones are left
-    as they are)."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for created in reversed(missing):
-        try:
-            os.mkdir(created, 0o700)
-        except FileExistsError:
-            if not created.is_dir():
-                raise
-            continue
-        os.chmod(created, 0o700)  # the umask may have narrowed it; never wider than 0700
 
 
 def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +208,7 @@ def _private_output_dir(out: Path) -> None:
         info = os.lstat(out)
     except FileNotFoundError:
         try:
-            _make_private_dirs(out)
+            make_private_dirs(out)
         except OSError as exc:
             raise ExportError(f"cannot create the directory {out}: {exc.strerror}") from None
         return
