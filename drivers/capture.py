@@ -106,6 +106,7 @@ def reading_to_json(reading: Reading) -> dict[str, Any]:
             "condition": reading.condition.value,
             "active": reading.active,
             "detail": reading.detail,
+            "priority": None if reading.priority is None else reading.priority.value,
         }
     assert isinstance(reading, Identity)
     return {

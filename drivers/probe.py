@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -54,6 +54,8 @@ def _candidates(
     groups = defaultdict(list)
     for name in drivers if drivers is not None else registry.names():
         spec = registry.get(name)
+        if spec.transport != "serial":
+            continue
         for variant in spec.probe_variants:
             try:
                 settings = spec.settings.model_validate(dict(variant))
@@ -77,8 +79,8 @@ async def probe_port(
     for (baud, bytesize, parity, stopbits), members in _candidates(drivers).items():
         line = f"{baud} {bytesize}{parity}{stopbits:g}"
         models: list[tuple[str, dict[str, Any], SerialDeviceModel]] = [
-            (name, variant, registry.get(name).make_model("probe", settings))
-            for name, variant, settings in members
+            (name, variant, cast(SerialDeviceModel, registry.get(name).make_model("probe", s)))
+            for name, variant, s in members
         ]
         for _, _, model in models:
             model.on_connect(clock.wall())  # what it would send is never sent

@@ -4,8 +4,9 @@ Four kinds of reading cross from ``drivers`` into ``gateway``:
 
 * :class:`Numeric`: one value of one metric (SpO2 96 %, pulse rate 74 /min).
 * :class:`Waveform`: a contiguous chunk of samples of one signal (pleth, ECG lead II).
-* :class:`DeviceEvent`: a technical condition switching on or off, including the
-  connection to the device itself.
+* :class:`DeviceEvent`: a condition switching on or off: a technical condition (including
+  the connection to the device itself), a device's own alarm (a pump's occlusion), or a
+  physiological condition the gateway's analysis derived from a signal (asystole).
 * :class:`Identity`: who the device says it is.
 
 Every reading names its ``source``: the device id from ``config.toml``. Times are UTC
@@ -51,10 +52,19 @@ class MeasurementStatus(enum.Flag):
         return sorted(flag.name.lower() for flag in type(self) if flag in self and flag.name)
 
 
-class Condition(enum.Enum):
-    """Technical conditions a device (or the link to it) can report.
+class Priority(enum.Enum):
+    """Alarm priority in the IEC 60601-1-8 sense, as a device or the analysis rates it."""
 
-    The value is a stable lower-case name used in the API, captures and logs.
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Condition(enum.Enum):
+    """Conditions a device, the link to it, or the gateway's analysis of it can report.
+
+    The value is a stable lower-case name used in the API, captures and logs. Most are
+    technical; those in :data:`PHYSIOLOGICAL` describe the patient.
     """
 
     #: The gateway has no working link to the device (unplugged, port vanished).
@@ -89,6 +99,69 @@ class Condition(enum.Enum):
     CLOCK_SKEW = "clock_skew"
     #: ECG: an electrode is off the patient (lead-off).
     LEAD_OFF = "lead_off"
+    #: No successful reading from a polled device for longer than its stale limit.
+    NO_DATA = "no_data"
+
+    # -- infusion pumps: the pump's own alarms ---------------------------------------------
+    #: Pump: downstream or upstream occlusion.
+    OCCLUSION = "occlusion"
+    #: Pump: air in the line.
+    AIR_IN_LINE = "air_in_line"
+    #: Pump: container or syringe empty.
+    RESERVOIR_EMPTY = "reservoir_empty"
+    #: Pump: container or syringe nearly empty.
+    NEAR_EMPTY = "near_empty"
+    #: Pump: door or syringe clamp open.
+    DOOR_OPEN = "door_open"
+    #: Pump: volume to be infused reached.
+    INFUSION_COMPLETE = "infusion_complete"
+    #: Pump: paused or stopped too long without being restarted (callback reminder).
+    PUMP_IDLE = "pump_idle"
+    #: Device reports an internal malfunction.
+    DEVICE_MALFUNCTION = "device_malfunction"
+
+    # -- ECG analysis: technical --------------------------------------------------------------
+    #: ECG: signal too poor (lead off, saturation, noise) for arrhythmia analysis.
+    ECG_CANNOT_ANALYSE = "ecg_cannot_analyse"
+
+    # -- ECG analysis: physiological -----------------------------------------------------
+    #: No QRS for longer than the asystole limit.
+    ASYSTOLE = "asystole"
+    #: Ventricular fibrillation or flutter, detected from the waveform.
+    VENTRICULAR_FIBRILLATION = "vf"
+    #: Run of >= 3 ventricular beats at >= 100 bpm (``detail`` says when sustained).
+    VENTRICULAR_TACHYCARDIA = "vt"
+    #: Heart rate below the extreme bradycardia limit.
+    EXTREME_BRADYCARDIA = "brady"
+    #: Heart rate above the extreme tachycardia limit.
+    EXTREME_TACHYCARDIA = "tachy"
+    #: RR interval longer than the pause limit.
+    PAUSE = "pause"
+    #: Atrial fibrillation: irregularly irregular RR intervals.
+    ATRIAL_FIBRILLATION = "afib"
+    #: Two consecutive ventricular beats.
+    COUPLET = "couplet"
+    #: Ventricular beats alternating with normal beats.
+    BIGEMINY = "bigeminy"
+    #: PVCs per minute above the configured limit.
+    FREQUENT_PVCS = "frequent_pvcs"
+
+
+#: Conditions about the patient rather than the equipment (alarm kind "physiological").
+PHYSIOLOGICAL: frozenset[Condition] = frozenset(
+    {
+        Condition.ASYSTOLE,
+        Condition.VENTRICULAR_FIBRILLATION,
+        Condition.VENTRICULAR_TACHYCARDIA,
+        Condition.EXTREME_BRADYCARDIA,
+        Condition.EXTREME_TACHYCARDIA,
+        Condition.PAUSE,
+        Condition.ATRIAL_FIBRILLATION,
+        Condition.COUPLET,
+        Condition.BIGEMINY,
+        Condition.FREQUENT_PVCS,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +233,13 @@ class Waveform:
 
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
-    """A technical condition turning on (``active``) or off.
+    """A condition turning on (``active``) or off.
 
-    ``detail`` is a short technician-facing text (never patient data).
+    ``detail`` is a short technician-facing text (never patient data). ``priority`` is the
+    priority the device itself gives the condition (a pump's occlusion alarm is high), or
+    ``None`` when it gives none; the alarm engine never rates it lower than that.
+    ``time`` is when the condition began or ended, which for analysis events can be a
+    little before the event is published (the analysis's decision latency).
     """
 
     source: str
@@ -170,6 +247,7 @@ class DeviceEvent:
     active: bool
     time: float
     detail: str = ""
+    priority: Priority | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,29 @@ import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from drivers.clock import Clock
-from drivers.device import SerialDeviceModel
+from drivers.readings import CodecCounters
+
+
+class DeviceModel(Protocol):
+    """What every driver's sans-I/O model has, whatever its transport.
+
+    The transport-specific contract (``drivers.device.SerialDeviceModel`` for serial)
+    is checked by the runner of that transport; the registry and the twin only need the
+    counters.
+    """
+
+    counters: CodecCounters
+
+
+#: How a driver reaches its device; the gateway picks the runner by this.
+#: ``serial``: a byte stream (pyserial); ``modbus-tcp`` / ``modbus-rtu``: polled registers
+#: (pymodbus); ``ble``: GATT notifications (bleak).
+TransportKind = Literal["serial", "modbus-tcp", "modbus-rtu", "ble"]
 
 
 class Simulator(Protocol):
@@ -41,13 +58,13 @@ class DriverSpec:
     ``settings`` validates the driver's table in ``config.toml`` (extra keys forbidden);
     ``make_model`` builds the sans-I/O device model for a device id and its settings;
     ``make_simulator`` (optional) builds a simulator for a named scenario, whose link is
-    created at ``link_path``.
+    created at ``link_path``. ``transport`` says which runner drives the model.
     """
 
     name: str
     description: str
     settings: type[BaseModel]
-    make_model: Callable[[str, BaseModel], SerialDeviceModel]
+    make_model: Callable[[str, BaseModel], DeviceModel]
     scenarios: tuple[str, ...] = ()
     make_simulator: Callable[[BaseModel, str, Clock, str], Simulator] | None = None
     #: Settings to try when probing an unknown port (each merged over the defaults); a
@@ -55,6 +72,7 @@ class DriverSpec:
     probe_variants: tuple[Mapping[str, Any], ...] = ({},)
     #: USB (vendor id, product id) pairs of the device or its usual cable.
     usb_ids: tuple[tuple[int, int], ...] = ()
+    transport: TransportKind = "serial"
 
     @classmethod
     def typed(
@@ -63,11 +81,12 @@ class DriverSpec:
         name: str,
         description: str,
         settings: type[SettingsT],
-        make_model: Callable[[str, SettingsT], SerialDeviceModel],
+        make_model: Callable[[str, SettingsT], DeviceModel],
         scenarios: tuple[str, ...] = (),
         simulator: str | None = None,
         probe_variants: tuple[Mapping[str, Any], ...] = ({},),
         usb_ids: tuple[tuple[int, int], ...] = (),
+        transport: TransportKind = "serial",
     ) -> DriverSpec:
         """A spec whose factories take the driver's own settings type.
 
@@ -83,7 +102,7 @@ class DriverSpec:
                 raise TypeError(f"{name} needs {settings.__name__}, got {type(given).__name__}")
             return given
 
-        def build_model(device_id: str, given: BaseModel) -> SerialDeviceModel:
+        def build_model(device_id: str, given: BaseModel) -> DeviceModel:
             return make_model(device_id, checked(given))
 
         build_simulator: Callable[[BaseModel, str, Clock, str], Simulator] | None = None
@@ -106,6 +125,7 @@ class DriverSpec:
             make_simulator=build_simulator,
             probe_variants=probe_variants,
             usb_ids=usb_ids,
+            transport=transport,
         )
 
 

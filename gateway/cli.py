@@ -19,13 +19,14 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from pydantic import ValidationError
 
 from drivers import registry
 from drivers.capture import CaptureError, decode, read_capture, read_raw, reading_to_json
 from drivers.clock import SystemClock
+from drivers.device import SerialDeviceModel
 from gateway import __version__
 from gateway.config import Config, ConfigError, load
 from gateway.instance import DataDirInUse, InstanceLock
@@ -577,7 +578,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             key = ".".join(str(p) for p in err["loc"])
             print(f"decode: --set {key}: {err['msg']}", file=sys.stderr)
         return EXIT_USAGE
-    model = spec.make_model("capture", settings)
+    if spec.transport != "serial":
+        print(
+            f"decode: {args.driver} is a {spec.transport} driver; not decodable yet",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    model = cast(SerialDeviceModel, spec.make_model("capture", settings))
     if not args.file.is_file():
         print(f"decode: {args.file}: no such file", file=sys.stderr)
         return EXIT_USAGE

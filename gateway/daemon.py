@@ -8,7 +8,7 @@ Wiring only; each part's behaviour lives in its own module. Data path::
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import BaseModel
@@ -17,7 +17,7 @@ from drivers import registry
 from drivers.clock import Clock, SystemClock
 from drivers.device import SerialDeviceModel, SerialSettings
 from drivers.readings import Condition, DeviceEvent, Reading
-from drivers.registry import Simulator
+from drivers.registry import DeviceModel, Simulator
 from drivers.serial_device import open_serial, run_serial_device
 from drivers.simulate.replay import ReplaySimulator
 from gateway import __version__
@@ -51,7 +51,7 @@ class Gateway:
             [BedSpec(b.id, b.label) for b in config.beds], self.clock, config.stale_after
         )
         self.supervisor = Supervisor(self.clock, notify=notify)
-        self.models: dict[str, SerialDeviceModel] = {}
+        self.models: dict[str, DeviceModel] = {}
         self._bed_of: dict[str, str] = {}
         self._started = self.clock.monotonic()
         self.sim_dir = config.data_dir / "sim"
@@ -98,7 +98,9 @@ class Gateway:
 
     def _add_device(self, bed_id: str, device: DeviceConfig) -> None:
         spec = registry.get(device.driver)
-        model = spec.make_model(device.id, device.settings)
+        if spec.transport != "serial":
+            raise NotImplementedError(f"no runner for {spec.transport} devices yet")
+        model = cast(SerialDeviceModel, spec.make_model(device.id, device.settings))
         self.models[device.id] = model
         self.twin.register_device(bed_id, device.id, device.driver, model.counters)
         port: str | None = None

@@ -1266,6 +1266,7 @@ def _event_payload(reading: DeviceEvent | Identity) -> dict[str, Any]:
             "condition": reading.condition.value,
             "active": reading.active,
             "detail": reading.detail,
+            "priority": None if reading.priority is None else reading.priority.value,
         }
     return {
         "type": "identity",

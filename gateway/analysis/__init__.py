@@ -1,0 +1,1 @@
+"""Causal, streaming ECG and pleth analysis: filters, QRS, beat classes, rhythm, quality."""
