@@ -69,6 +69,39 @@ class SerialDeviceModel(Protocol):
         ...
 
 
+class BleDeviceModel(Protocol):
+    """The sans-I/O half of a Bluetooth LE driver.
+
+    The BLE runner finds the device by ``service_uuid``, reads Device Information and
+    Battery (common to every BLE device, handled by the runner), performs ``on_connect``'s
+    writes in order (for example starting a Polar PMD stream; never a clinical setting),
+    subscribes to every characteristic in ``notify_uuids`` and feeds each notification or
+    indication to :meth:`feed`. UUIDs are full 128-bit lower-case strings.
+    """
+
+    counters: CodecCounters
+    #: Primary service the device advertises; used to find it and to check the fit.
+    service_uuid: str
+    #: Characteristics to subscribe to (notify or indicate), in order.
+    notify_uuids: tuple[str, ...]
+
+    def on_connect(self, now: float) -> tuple[Sequence[tuple[str, bytes]], Sequence[Reading]]:
+        """Reset codec state for a fresh connection.
+
+        Returns (characteristic uuid, payload) writes to perform after subscribing, and
+        readings to publish. ``now`` is gateway wall time, UTC seconds.
+        """
+        ...
+
+    def feed(self, uuid: str, payload: bytes, now: float) -> Sequence[Reading]:
+        """Decode one notification of characteristic ``uuid``; never raises on bad bytes."""
+        ...
+
+    def on_disconnect(self, now: float) -> Sequence[Reading]:
+        """Readings to publish when the connection drops."""
+        ...
+
+
 Parity = Literal["N", "E", "O", "M", "S"]
 
 

@@ -8,6 +8,7 @@ Wiring only; each part's behaviour lives in its own module. Data path::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
@@ -98,8 +99,28 @@ class Gateway:
 
     def _add_device(self, bed_id: str, device: DeviceConfig) -> None:
         spec = registry.get(device.driver)
-        if spec.transport != "serial":
+        if spec.transport == "serial":
+            self._add_serial_device(bed_id, device)
+        else:
             raise NotImplementedError(f"no runner for {spec.transport} devices yet")
+
+    def _publisher(self, device_id: str) -> Callable[[Reading], None]:
+        """Publish a device's readings; its reconnect resets the supervisor's backoff."""
+        task = f"device:{device_id}"
+
+        def publish(reading: Reading) -> None:
+            if (
+                isinstance(reading, DeviceEvent)
+                and reading.condition is Condition.DISCONNECTED
+                and not reading.active
+            ):
+                self.supervisor.note_recovered(task)
+            self.hub.publish(reading)
+
+        return publish
+
+    def _add_serial_device(self, bed_id: str, device: DeviceConfig) -> None:
+        spec = registry.get(device.driver)
         model = cast(SerialDeviceModel, spec.make_model(device.id, device.settings))
         self.models[device.id] = model
         self.twin.register_device(bed_id, device.id, device.driver, model.counters)
@@ -116,22 +137,13 @@ class Gateway:
             self.supervisor.add(f"simulator:{device.id}", simulator.run)
             port = simulator.port
             settings = _pty_settings(settings)
-        task = f"device:{device.id}"
-
-        def publish(reading: Reading) -> None:
-            if (
-                isinstance(reading, DeviceEvent)
-                and reading.condition is Condition.DISCONNECTED
-                and not reading.active
-            ):
-                self.supervisor.note_recovered(task)
-            self.hub.publish(reading)
+        publish = self._publisher(device.id)
 
         async def run_device() -> None:
             transport = open_serial(settings, port)  # type: ignore[arg-type]
             await run_serial_device(device.id, model, transport, publish, self.clock)
 
-        self.supervisor.add(task, run_device)
+        self.supervisor.add(f"device:{device.id}", run_device)
 
     async def _serve_page(self) -> None:
         try:
