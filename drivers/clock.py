@@ -9,10 +9,14 @@ records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -97,3 +101,27 @@ async def _let_run() -> None:
     # A handful of loop turns lets woken coroutines run until their next await.
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def within(clock: Clock, seconds: float, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` for at most ``seconds`` of ``clock``'s time.
+
+    Like :func:`asyncio.wait_for`, but on the injected clock, so a test decides when a
+    peer's silence has lasted long enough. Raises :class:`TimeoutError` after cancelling
+    the awaited work.
+    """
+    work = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the caller was cancelled: take the work down with it
+        timer.cancel()
+        work.cancel()
+        raise
+    timer.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    raise TimeoutError(f"no answer within {seconds:g} s")

@@ -115,6 +115,28 @@ class WriteResult:
     rejected_by_source: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One pending outbox entry with its row decrypted, ready for a destination's encoder.
+
+    ``record`` is the row's decrypted JSON (for waveforms: the block header and integer
+    ``counts``); ``stream`` is ``"<device id>/<MDC reference id>"`` (``"audit"`` for audit
+    entries); ``t`` UTC seconds; ``admission`` is ``None`` for audit entries.
+    """
+
+    outbox_id: int
+    kind: str
+    row_id: int
+    attempts: int
+    created: float
+    bed_id: str
+    admission: int | None
+    stream: str
+    seq: int
+    t: float
+    record: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Pending:
     """Staged waveform chunks of one stream, not yet folded into a block."""
@@ -730,6 +752,138 @@ class TwinStore:
             self.db.conn.executemany(
                 "UPDATE outbox SET acked = ? WHERE id = ?", [(now, i) for i in outbox_ids]
             )
+
+    def outbox_batch(
+        self, destination: str, now: float, limit: int = 500, failures: list[str] | None = None
+    ) -> list[OutboxItem]:
+        """The next ``limit`` pending entries of ``destination`` with their rows decrypted.
+
+        Order: priority (alarms, audit, events, numerics, waveforms), then outbox id, which
+        is commit order: so the order of every bed's stream is kept. An entry whose row is
+        gone (its admission shredded) or does not authenticate is reported in ``failures``
+        (if given; else the error propagates), dead-lettered, and left out.
+        """
+        items: list[OutboxItem] = []
+        lost: list[tuple[int, str, int, str]] = []
+        for entry in self.pending(destination, limit):
+            kind, row_id = entry["kind"], entry["row_id"]
+            try:
+                opened = self._open_row(kind, row_id)
+            except DecryptionFailed as exc:
+                if failures is None:
+                    raise
+                failures.append(str(exc))
+                lost.append((entry["id"], kind, row_id, "row does not authenticate"))
+                continue
+            if opened is None:
+                lost.append((entry["id"], kind, row_id, "row no longer stored"))
+                continue
+            bed_id, admission, stream, seq, t, record = opened
+            items.append(
+                OutboxItem(
+                    outbox_id=entry["id"],
+                    kind=kind,
+                    row_id=row_id,
+                    attempts=entry["attempts"],
+                    created=entry["created"],
+                    bed_id=bed_id,
+                    admission=admission,
+                    stream=stream,
+                    seq=seq,
+                    t=t,
+                    record=record,
+                )
+            )
+        if lost:
+            self._dead_letter(destination, lost, now)
+        return items
+
+    def _open_row(
+        self, kind: str, row_id: int
+    ) -> tuple[str, int | None, str, int, float, dict[str, Any]] | None:
+        """(bed, admission, stream, seq, t, decrypted record) of one stored row, or None."""
+        if kind == "audit":
+            found = self.db.conn.execute(
+                "SELECT bed_id, t, actor, action, detail FROM audit_log WHERE id = ?", (row_id,)
+            ).fetchone()
+            if found is None:
+                return None
+            bed, t, actor, action, detail = found
+            record = {"actor": actor, "action": action, "detail": detail}
+            return bed or "", None, "audit", row_id, t, record
+        table = _TABLE_OF_KIND[kind]
+        found = self.db.conn.execute(
+            f"SELECT r.admission_id, r.stream_id, s.name, r.seq, r.t, CAST(r.sealed AS BLOB), "
+            f"a.bed_id FROM {table} r JOIN streams s ON s.id = r.stream_id "
+            "JOIN admissions a ON a.id = r.admission_id "
+            "WHERE r.id = ? AND a.wrapped_key IS NOT NULL",
+            (row_id,),
+        ).fetchone()
+        if found is None:
+            return None
+        adm, stream, name, seq, t, sealed, bed = found
+        context = f"{table} row {row_id}"
+        if kind == "waveform":
+            header, counts = self._open_samples(
+                sealed, table, bed, adm, stream, name, seq, t, context
+            )
+            record = {**header, "counts": counts}
+        else:
+            plain = self._key(adm).open(
+                sealed, _row_aad(table, bed, adm, stream, name, seq, t), context=context
+            )
+            record = {**_DEFAULTS.get(table, {}), **json.loads(plain)}
+        return bed, adm, name, seq, t, record
+
+    def attempted(self, outbox_ids: Sequence[int]) -> None:
+        """Count one more delivery attempt of each entry (for status and dead-lettering)."""
+        with self._transaction():
+            self.db.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?",
+                [(i,) for i in outbox_ids],
+            )
+
+    def dead_letter(
+        self, destination: str, items: Sequence[OutboxItem], reason: str, now: float
+    ) -> None:
+        """Take entries the destination refused out of its queue, keeping them and why."""
+        self._dead_letter(
+            destination, [(i.outbox_id, i.kind, i.row_id, reason) for i in items], now
+        )
+
+    def _dead_letter(
+        self, destination: str, entries: Sequence[tuple[int, str, int, str]], now: float
+    ) -> None:
+        with self._transaction():
+            self.db.conn.executemany(
+                "INSERT INTO dead_letters (destination, outbox_id, kind, row_id, t, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(destination, o, k, r, now, why[:500]) for o, k, r, why in entries],
+            )
+            self.db.conn.executemany(
+                "UPDATE outbox SET acked = ? WHERE id = ?", [(now, o) for o, *_ in entries]
+            )
+
+    def dead_letters(self, destination: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent dead letters of ``destination``, newest first."""
+        return list(
+            self.db.query(
+                "SELECT id, outbox_id, kind, row_id, t, reason FROM dead_letters "
+                "WHERE destination = ? ORDER BY id DESC LIMIT ?",
+                (destination, limit),
+            )
+        )
+
+    def backlog(self, destination: str) -> dict[str, dict[str, float | int]]:
+        """Pending entries of ``destination`` per kind: count and oldest ``created``."""
+        return {
+            kind: {"count": count, "oldest": oldest}
+            for kind, count, oldest in self.db.conn.execute(
+                "SELECT kind, COUNT(*), MIN(created) FROM outbox "
+                "WHERE destination = ? AND acked IS NULL GROUP BY kind",
+                (destination,),
+            )
+        }
 
     # -- reading back ----------------------------------------------------------------------
     def rows(

@@ -1,0 +1,1 @@
+"""Sync to central systems: one worker per destination drains the store's outbox."""

@@ -1,0 +1,409 @@
+"""HL7 v2.6 messages for central systems: IHE PCD-01 (ORU^R01) and PCD-04 (ORU^R40).
+
+A pure codec: outbox items in, message text out; acknowledgement text in, a verdict out.
+No I/O. Built and parsed with python-hl7 (its escaping and its parser), following the
+shapes in ``protocols.md`` 7.3 and 7.4:
+
+* PCD-01: MSH, PID (from the admission's patient; empty when none is bound), PV1 (the bed),
+  then per device one OBR (OBR-4 the multi-parameter MDS code, OBR-7 the earliest
+  observation) with one device-related OBX (OBX-11 ``X``, OBX-18 the device) and one OBX per
+  numeric: OBX-3 ``<code>^<REFID>^MDC``, OBX-4 ``<mds>.1.1.<metric>``, OBX-5 the value
+  (empty with OBX-8 ``NAV`` and OBX-11 ``X`` when the device gave none), OBX-6 the MDC unit
+  (UCUM when no MDC unit is known), OBX-8 the measurement-status flags, OBX-14 its time.
+* PCD-04: one message per alarm state change, the seven facets of ``protocols.md`` 7.4 as
+  separate OBX segments, OBR-29 carrying the alert instance id that stays the same from
+  start to end.
+
+Message control ids (MSH-10) are derived from the store's row ids, so a message resent
+after a crash carries the same id and the receiver can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import hl7
+
+from drivers import codes
+from gateway.twin.store import OutboxItem
+from gateway.twin.vocabulary import Patient
+
+PCD01_PROFILE = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
+# [U] protocols.md 7.4 names the profile id but not its OID; sent without one.
+PCD04_PROFILE = "IHE_PCD_ACM_001^IHE PCD"
+MDS_MULTI_PARAM = "69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC"
+EVT_ALARM = "196616^MDC_EVT_ALARM^MDC"
+ATTR_ALERT_SOURCE = "68480^MDC_ATTR_ALERT_SOURCE^MDC"
+ATTR_EVENT_PHASE = "68481^MDC_ATTR_EVENT_PHASE^MDC"
+ATTR_ALARM_STATE = "68482^MDC_ATTR_ALARM_STATE^MDC"
+ATTR_INACTIVATION = "68483^MDC_ATTR_ALARM_INACTIVATION_STATE^MDC"
+ATTR_PRIORITY = "68484^MDC_ATTR_ALARM_PRIORITY^MDC"
+ATTR_ALERT_TYPE = "68485^MDC_ATTR_ALERT_TYPE^MDC"
+EVT_LO = "196670^MDC_EVT_LO^MDC"
+EVT_HI = "196648^MDC_EVT_HI^MDC"
+
+#: MeasurementStatus flag names (drivers.readings) -> OBX-8 measurement-status codes.
+STATUS_FLAGS: Mapping[str, str] = {
+    "unavailable": "NAV",
+    "invalid": "INV",
+    "questionable": "QUES",
+    "early": "EARLY",
+    "demo": "DEMO",
+}
+
+#: What an alarm-log record's ``event`` means as an ACM event phase (protocols.md 7.4).
+ALARM_PHASES: Mapping[str, str] = {
+    "raised": "start",
+    "escalated": "escalate",
+    "deescalated": "deescalate",
+    "acknowledged": "update",
+    "paused": "update",
+    "resumed": "update",
+    "latched": "update",
+    "cleared": "end",
+    "reset": "reset",
+}
+
+_PRIORITY = {"high": "PH", "medium": "PM", "low": "PL"}
+_TYPE = {"physiological": "SP", "technical": "ST"}
+_DELIMITER_ESCAPES = {"|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\\": "\\E\\"}
+
+
+def escape(text: object) -> str:
+    """``text`` with HL7 delimiters escaped (``|`` -> ``\\F\\`` ...) and control characters
+    as ``\\Xhh\\``; other characters stay as they are, since MSH-18 declares UTF-8.
+
+    python-hl7's own escaper hex-encodes every non-ASCII character as one code point,
+    which a receiver decoding UTF-8 hex data reads as different text.
+    """
+    out = []
+    for char in str(text):
+        if char in _DELIMITER_ESCAPES:
+            out.append(_DELIMITER_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\X{ord(char):02X}\\")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def timestamp(t: float) -> str:
+    """UTC seconds -> HL7 DTM with milliseconds and an explicit +0000 offset."""
+    moment = datetime.fromtimestamp(t, UTC)
+    return moment.strftime("%Y%m%d%H%M%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def eui64_for(gateway_id: str) -> str:
+    """A stable EUI-64-shaped identifier for a gateway without a configured one.
+
+    Locally administered (bit 1 of the first octet set), derived from the gateway id.
+    """
+    raw = bytearray(hashlib.sha256(gateway_id.encode()).digest()[:8])
+    raw[0] = (raw[0] | 0x02) & 0xFE
+    return raw.hex().upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who sends: MSH-3 application, MSH-4 facility, and the gateway's EUI-64."""
+
+    gateway_id: str
+    facility: str = ""
+    application: str = "BEDGW"
+    eui64: str = ""
+
+    @property
+    def eui(self) -> str:
+        return self.eui64 or eui64_for(self.gateway_id)
+
+    @property
+    def hd(self) -> str:
+        return f"{escape(self.application)}^{self.eui}^EUI-64"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One HL7 message ready for MLLP, and the outbox items it carries."""
+
+    control_id: str
+    text: str
+    items: tuple[OutboxItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """An acknowledgement: MSA-1 code (AA, AE, AR or CA, CE, CR), MSA-2, and its text."""
+
+    code: str
+    control_id: str
+    text: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ("AA", "CA")
+
+
+class AckError(ValueError):
+    """The answer is not an HL7 acknowledgement."""
+
+
+def parse_ack(text: str) -> Ack:
+    """Parse an ACK; raises :class:`AckError` for anything that is not one."""
+    try:
+        message = hl7.parse(text)
+        msa = message.segment("MSA")
+    except (KeyError, IndexError, ValueError, hl7.ParseException) as exc:
+        raise AckError(f"not an HL7 acknowledgement: {exc}") from None
+    code = str(msa(1)).strip().upper()
+    if code not in ("AA", "AE", "AR", "CA", "CE", "CR"):
+        raise AckError(f"MSA-1 {code!r} is not an acknowledgement code")
+    detail = str(msa(3)) if len(msa) > 3 else ""
+    try:
+        err = message.segment("ERR")
+        detail = detail or str(err)
+    except KeyError:
+        pass
+    return Ack(code, str(msa(2)), detail)
+
+
+def segment(name: str, fields: Mapping[int, object]) -> str:
+    """One segment from its numbered fields (``{5: "96", 11: "R"}``); gaps stay empty.
+
+    Values are used as given: callers escape free text with :func:`escape` and build
+    components with ``^`` themselves.
+    """
+    last = max(fields, default=0)
+    return "|".join([name, *(str(fields.get(i, "")) for i in range(1, last + 1))])
+
+
+def control_id(kind: str, items: Sequence[OutboxItem]) -> str:
+    """Deterministic MSH-10 from the rows carried (<= 20 characters, as HL7 2.6 allows)."""
+    first = items[0].row_id
+    letter = {"numeric": "N", "alarm": "A", "event": "E"}.get(kind, "X")
+    return f"{letter}{first}" if len(items) == 1 else f"{letter}{first}x{len(items)}"
+
+
+def _msh(sender: Sender, kind: str, control: str, profile: str, now: float) -> str:
+    return (
+        f"MSH|^~\\&|{sender.hd}|{escape(sender.facility)}|||{timestamp(now)}||"
+        f"{kind}|{control}|P|2.6|||NE|AL||UNICODE UTF-8|||{profile}"
+    )
+
+
+def _pid(patient: Patient | None) -> str:
+    if patient is None:
+        return "PID|||"
+    name = "^".join(escape(p) for p in reversed(patient.name.split(" ", 1)))
+    birth = patient.birth_date.replace("-", "")
+    return f"PID|||{escape(patient.mrn)}^^^^MR||{name}||{escape(birth)}"
+
+
+def _pv1(sender: Sender, bed_id: str) -> str:
+    return f"PV1||I|{escape(sender.facility)}^^{escape(bed_id)}"
+
+
+def _split_stream(stream: str) -> tuple[str, str]:
+    device, _, refid = stream.rpartition("/")
+    return device, refid
+
+
+def _code_field(refid: str) -> str:
+    code = codes.code_named(refid)
+    return f"{code.cf_code}^{refid}^MDC" if code is not None else f"^{escape(refid)}^MDC"
+
+
+def _unit_field(ucum: str | None) -> str:
+    if not ucum:
+        return ""
+    unit = codes.unit_for_ucum(ucum)
+    if unit is None:
+        return f"{escape(ucum)}^{escape(ucum)}^UCUM"
+    return f"{unit.mdc_code}^{unit.mdc_refid}^MDC"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else escape(value)
+
+
+def observation_message(
+    items: Sequence[OutboxItem],
+    *,
+    sender: Sender,
+    patient: Patient | None,
+    now: float,
+) -> Message:
+    """PCD-01 ORU^R01 for numerics of one admission (one bed), in the order given."""
+    if not items:
+        raise ValueError("an observation message needs at least one numeric")
+    bed = items[0].bed_id
+    control = control_id("numeric", items)
+    segments = [
+        _msh(sender, "ORU^R01^ORU_R01", control, PCD01_PROFILE, now),
+        _pid(patient),
+        _pv1(sender, bed),
+    ]
+    by_device: dict[str, list[OutboxItem]] = {}
+    for item in items:
+        by_device.setdefault(_split_stream(item.stream)[0], []).append(item)
+    obx = 0
+    for mds, (device, rows) in enumerate(by_device.items(), start=1):
+        placer = f"{control}-{mds}^{sender.hd}"
+        first = min(r.t for r in rows)
+        segments.append(f"OBR|{mds}|{placer}|{placer}|{MDS_MULTI_PARAM}|||{timestamp(first)}")
+        obx += 1
+        segments.append(
+            f"OBX|{obx}||{MDS_MULTI_PARAM}|{mds}.0.0.0|||||||X|||||||"
+            f"{escape(device)}^{escape(sender.application)}^{sender.eui}^EUI-64"
+        )
+        metrics: dict[str, int] = {}
+        for row in rows:
+            refid = _split_stream(row.stream)[1]
+            metric = metrics.setdefault(refid, len(metrics) + 1)
+            value = row.record.get("value")
+            flags = [STATUS_FLAGS[s] for s in row.record.get("status", ()) if s in STATUS_FLAGS]
+            if value is None and "NAV" not in flags:
+                flags.append("NAV")
+            result_status = "X" if value is None or "INV" in flags else "R"
+            obx += 1
+            segments.append(
+                segment(
+                    "OBX",
+                    {
+                        1: obx,
+                        2: "NM" if value is not None else "",
+                        3: _code_field(refid),
+                        4: f"{mds}.1.1.{metric}",
+                        5: _value(value),
+                        6: _unit_field(row.record.get("unit")),
+                        8: "~".join(flags),
+                        11: result_status,
+                        14: timestamp(row.t),
+                    },
+                )
+            )
+    return Message(control, "\r".join(segments), tuple(items))
+
+
+def alert_message(
+    item: OutboxItem,
+    *,
+    sender: Sender,
+    patient: Patient | None,
+    now: float,
+) -> Message:
+    """PCD-04 ORU^R40 for one alarm state change (an alarm-log record).
+
+    The record's keys (the alarm engine's log format): ``alarm_id`` (or ``id``): the alert
+    instance, ``event``: what happened (raised, escalated, acknowledged, paused, cleared,
+    ...), ``condition``, ``kind``, ``priority``, ``state``, and for limit alarms ``code``
+    (the metric's MDC refid), ``value``, ``limit``/``low``/``high``, ``unit``;
+    ``message``: nurse-readable text.
+    """
+    record = item.record
+    control = control_id("alarm", [item])
+    instance = escape(record.get("alarm_id") or record.get("id") or f"{item.stream}")
+    metric = record.get("code")
+    physiological = record.get("kind") == "physiological"
+    when = timestamp(item.t)
+    if physiological and metric:
+        obr4 = _code_field(str(metric))
+        direction = str(record.get("direction") or record.get("condition") or "")
+        event = EVT_LO if "low" in direction else EVT_HI if "high" in direction else EVT_ALARM
+        identification = {2: "ST", 3: event, 5: escape(record.get("message", ""))}
+        low, high = record.get("low"), record.get("high")
+        limits = (
+            f"{_value(low)}-{_value(high)}"
+            if low is not None or high is not None
+            else _value(record.get("limit"))
+        )
+        value = record.get("value")
+        source = {
+            2: "NM" if value is not None else "",
+            3: obr4,
+            5: _value(value),
+            6: _unit_field(record.get("unit")),
+            7: limits,
+        }
+    else:
+        # Technical: the specific event rides in facet 1's OBX-5 (protocols.md 7.4).
+        obr4 = EVT_ALARM
+        condition = escape(record.get("condition", "alarm"))
+        identification = {
+            2: "CWE",
+            3: EVT_ALARM,
+            5: f"^{condition}^{escape(record.get('message', ''))}",
+        }
+        source = {2: "ST", 3: ATTR_ALERT_SOURCE, 5: escape(item.stream.split("/")[0])}
+    phase = ALARM_PHASES.get(str(record.get("event", "")), "update")
+    state = str(record.get("state", "active"))
+    if state in ("cleared", "inactive", "ended"):
+        alarm_state = "inactive"
+    else:
+        alarm_state = "latched" if state == "latched" else "active"
+    inactivation = ["enabled"]
+    if record.get("acknowledged_by") or state == "acknowledged":
+        inactivation = ["alert-acknowledged"]
+    if record.get("paused_until") or record.get("event") == "paused":
+        inactivation.append("audio-paused")
+    placer = f"{control}^{sender.hd}"
+    segments = [
+        _msh(sender, "ORU^R40^ORU_R40", control, PCD04_PROFILE, now),
+        _pid(patient),
+        _pv1(sender, item.bed_id),
+        segment("OBR", {1: 1, 2: placer, 3: placer, 4: obr4, 7: when, 29: instance}),
+    ]
+    facets: list[dict[int, object]] = [
+        {**identification, 14: when},
+        {**source, 14: when},
+        {2: "ST", 3: ATTR_EVENT_PHASE, 5: phase},
+        {2: "ST", 3: ATTR_ALARM_STATE, 5: alarm_state},
+        {2: "ST", 3: ATTR_INACTIVATION, 5: "~".join(inactivation)},
+        {2: "ST", 3: ATTR_PRIORITY, 5: _PRIORITY.get(str(record.get("priority")), "PN")},
+        {2: "ST", 3: ATTR_ALERT_TYPE, 5: _TYPE.get(str(record.get("kind")), "ST")},
+    ]
+    for number, facet in enumerate(facets, start=1):
+        segments.append(segment("OBX", {1: number, 4: f"1.1.1.{number}", 11: "F", **facet}))
+    return Message(control, "\r".join(segments), (item,))
+
+
+def messages_for(
+    items: Sequence[OutboxItem],
+    *,
+    sender: Sender,
+    patients: Mapping[int, Patient | None],
+    now: float,
+    per_message: int = 50,
+) -> list[Message]:
+    """Every item in one or more messages, keeping outbox order within each bed.
+
+    Alarms go one per message (PCD-04); numerics of one admission are grouped, up to
+    ``per_message`` observations each (PCD-01). Other kinds are not HL7's to carry.
+    """
+    out: list[Message] = []
+    run: list[OutboxItem] = []
+
+    def flush() -> None:
+        if run:
+            patient = patients.get(run[0].admission or -1)
+            out.append(observation_message(run, sender=sender, patient=patient, now=now))
+            run.clear()
+
+    for item in items:
+        if item.kind == "alarm":
+            flush()
+            patient = patients.get(item.admission or -1)
+            out.append(alert_message(item, sender=sender, patient=patient, now=now))
+        elif item.kind == "numeric":
+            if run and (run[0].admission != item.admission or len(run) >= per_message):
+                flush()
+            run.append(item)
+    flush()
+    return out

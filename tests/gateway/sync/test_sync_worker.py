@@ -1,0 +1,223 @@
+"""The outbox drain against a real store and a real MLLP receiver: order, at-least-once,
+outage and recovery on the injected clock, restart mid-batch, dead letters, alarms first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import Callable
+
+from drivers.clock import ManualClock
+from gateway.supervisor import Backoff
+from gateway.sync.hl7 import Sender
+from gateway.sync.mllp import MllpDestination
+from gateway.sync.worker import SyncPolicy, SyncWorker
+from gateway.twin.store import TwinStore
+from tests.support.hl7_peer import PeerState, hl7_peer
+from tests.support.sync import T0, inline, pulse, spo2, until
+
+SENDER = Sender("gw-ward3", facility="WARD3")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker(store: TwinStore, port: int, clock: ManualClock, **policy: object) -> SyncWorker:
+    destination = MllpDestination(
+        "hie", host="127.0.0.1", port=port, sender=SENDER, clock=clock, timeout=5.0
+    )
+    settings = {
+        "batch": 20,
+        "unreachable_after": 60.0,
+        "backoff": Backoff(initial=1.0, cap=60.0, jitter=0.5),
+        **policy,
+    }
+    return SyncWorker(
+        destination,
+        store,
+        inline,
+        clock,
+        SyncPolicy(**settings),  # type: ignore[arg-type]
+        rng=random.Random(7),
+    )
+
+
+def spo2_values(peer: PeerState) -> list[str]:
+    """SpO2 OBX-5 values in the order the receiver got them."""
+    out = []
+    for raw in peer.raw:
+        for seg in raw.split("\r"):
+            parts = seg.split("|")
+            if parts[0] == "OBX" and parts[3].startswith("150456^"):
+                out.append(parts[5])
+    return out
+
+
+def resting(w: SyncWorker) -> Callable[[], bool]:
+    """True while the worker waits on the clock (idle or backing off), not on the peer."""
+    return lambda: w.status.state in ("idle", "backing_off")
+
+
+def pending(store: TwinStore) -> int:
+    return sum(int(v["count"]) for v in store.backlog("hie").values())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_everything_written_arrives_once_in_order(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(80 + i, T0 + i)) for i in range(45)], T0 + 50)
+    with hl7_peer() as (peer, port):
+        w = worker(store, port, clock)
+        task = asyncio.create_task(w.run())
+        await until(lambda: pending(store) == 0, clock=clock, step=0.5, when=resting(w))
+        await stop(task)
+    assert spo2_values(peer) == [str(80 + i) for i in range(45)]
+    assert w.status.delivered == {"numeric": 45}
+    assert w.conditions() == {}
+
+
+async def test_an_hour_long_outage_loses_nothing_and_says_so(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    port = free_port()
+    w = worker(store, port, clock)
+    task = asyncio.create_task(w.run())
+    written = 0
+    # The receiver is down for a simulated hour while the ward goes on measuring.
+    for minute in range(60):
+        store.write([("bed-1", spo2(90 + minute % 10, T0 + minute * 60.0))], clock.wall())
+        written += 1
+        await clock.advance(60.0)
+        await asyncio.sleep(0.002)  # the connection attempt's refusal arrives
+    assert w.status.failures_in_a_row > 5
+    assert "sync_unreachable" in w.conditions()
+    assert "cannot connect" in w.conditions()["sync_unreachable"]
+    assert pending(store) == written and w.status.delivered == {}
+    # Backoff is capped: the next attempt is at most a minute away.
+    assert w.status.next_attempt_in is not None and w.status.next_attempt_in <= 60.0
+
+    with hl7_peer(port=port) as (peer, _):
+        await until(lambda: pending(store) == 0, clock=clock, step=5.0, when=resting(w))
+        await stop(task)
+    assert spo2_values(peer) == [str(90 + m % 10) for m in range(60)]
+    assert "sync_unreachable" not in w.conditions()
+    assert w.status.last_error == ""
+
+
+async def test_a_restart_mid_batch_resends_only_what_was_not_confirmed(
+    store: TwinStore,
+) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(70 + i, T0 + i)) for i in range(6)], T0 + 10)
+    with hl7_peer() as (peer, port):
+        # Per message 50: one message per batch of 2 numerics (batch=2).
+        peer.script = ["AA", "none"]
+        first = worker(store, port, clock, batch=2)
+        task = asyncio.create_task(first.run())
+        await until(lambda: len(peer.raw) == 2 and clock.sleepers > 0)
+        await stop(task)  # killed while the second message waits for its ACK
+        assert pending(store) == 4
+        second = worker(store, port, clock, batch=2)
+        task = asyncio.create_task(second.run())
+        await until(lambda: pending(store) == 0, clock=clock, step=0.5, when=resting(second))
+        await stop(task)
+    ids = [raw.split("\r")[0].split("|")[9] for raw in peer.raw]
+    # The unconfirmed message went again under the same control id: removable by id.
+    assert ids[1] == ids[2]
+    assert sorted(set(spo2_values(peer))) == [str(70 + i) for i in range(6)]
+    assert len(spo2_values(peer)) == 8
+
+
+async def test_a_refused_message_is_dead_lettered_and_does_not_block(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(60 + i, T0 + i)) for i in range(4)], T0 + 10)
+    with hl7_peer() as (peer, port):
+        peer.script = ["AE"]
+        w = worker(store, port, clock, batch=2)
+        task = asyncio.create_task(w.run())
+        await until(lambda: pending(store) == 0, clock=clock, step=0.5, when=resting(w))
+        await stop(task)
+    letters = store.dead_letters("hie")
+    assert [d["kind"] for d in letters] == ["numeric", "numeric"]
+    assert letters[0]["reason"].startswith("AE")
+    assert "sync_dead_letters" in w.conditions()
+    assert w.status.delivered == {"numeric": 2}
+
+
+async def test_an_alarm_overtakes_a_backlog_of_numerics(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", pulse(60 + i % 40, T0 + i)) for i in range(200)], T0 + 300)
+    store.write_alarm(
+        "bed-1",
+        "alarms",
+        {
+            "alarm_id": "a1",
+            "event": "raised",
+            "kind": "technical",
+            "condition": "sensor_off",
+            "priority": "medium",
+            "state": "active",
+        },
+        T0 + 301,
+        T0 + 301,
+    )
+    with hl7_peer() as (peer, port):
+        w = worker(store, port, clock, batch=20)
+        task = asyncio.create_task(w.run())
+        await until(lambda: len(peer.raw) >= 1)
+        await stop(task)
+    assert peer.messages[0].msh.msh_9.to_er7() == "ORU^R40^ORU_R40"
+
+
+async def test_bandwidth_cap_spaces_batches_and_an_alarm_wakes_the_worker(
+    store: TwinStore,
+) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", pulse(70, T0 + i)) for i in range(40)], T0 + 50)
+    with hl7_peer() as (peer, port):
+        w = worker(store, port, clock, batch=20, bandwidth=100.0)  # 100 bytes/s
+        task = asyncio.create_task(w.run())
+        await until(lambda: len(peer.raw) == 1 and clock.sleepers > 0)
+        await asyncio.sleep(0.05)
+        assert len(peer.raw) == 1  # the cap holds the next batch back
+        store.write_alarm(
+            "bed-1",
+            "alarms",
+            {
+                "alarm_id": "a2",
+                "event": "raised",
+                "kind": "technical",
+                "condition": "lead_off",
+                "priority": "high",
+                "state": "active",
+            },
+            T0 + 60,
+            T0 + 60,
+        )
+        w.wake()
+        await until(lambda: len(peer.raw) == 2)
+        await stop(task)
+    assert peer.messages[1].msh.msh_9.to_er7() == "ORU^R40^ORU_R40"
+
+
+async def test_expired_entries_are_dropped_not_sent(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0 + 7200)
+    store.write([("bed-1", spo2(95, T0))], T0)  # queued two hours ago
+    store.write([("bed-1", spo2(96, T0 + 7190))], T0 + 7190)
+    with hl7_peer() as (peer, port):
+        w = worker(store, port, clock, expiry={"numeric": 3600.0})
+        task = asyncio.create_task(w.run())
+        await until(lambda: pending(store) == 0, clock=clock, step=0.5, when=resting(w))
+        await stop(task)
+    assert spo2_values(peer) == ["96"]
+    assert w.status.expired == 1
+    assert store.dead_letters("hie")[0]["reason"].startswith("expired")
