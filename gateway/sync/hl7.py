@@ -301,29 +301,26 @@ def alert_message(
 ) -> Message:
     """PCD-04 ORU^R40 for one alarm state change (an alarm-log record).
 
-    The record's keys (the alarm engine's log format): ``alarm_id`` (or ``id``): the alert
-    instance, ``event``: what happened (raised, escalated, acknowledged, paused, cleared,
-    ...), ``condition``, ``kind``, ``priority``, ``state``, and for limit alarms ``code``
-    (the metric's MDC refid), ``value``, ``limit``/``low``/``high``, ``unit``;
-    ``message``: nurse-readable text.
+    The record is the alarm engine's log entry (``gateway/alarms/engine.py``): ``alarm``
+    (the alert instance id, the same from start to end), ``change`` (raised, escalated,
+    acknowledged, paused, cleared, ...), ``condition``, ``alarm_kind``, ``priority``,
+    ``state``, ``by``, ``message`` and, for limit alarms, ``code`` (the metric's MDC
+    refid), ``value``, ``limit``, ``unit``.
     """
     record = item.record
     control = control_id("alarm", [item])
-    instance = escape(record.get("alarm_id") or record.get("id") or f"{item.stream}")
+    instance = escape(record.get("alarm") or f"{item.bed_id}/{item.stream}/{item.row_id}")
     metric = record.get("code")
-    physiological = record.get("kind") == "physiological"
+    kind = str(record.get("alarm_kind", "technical"))
+    physiological = kind == "physiological"
+    change = str(record.get("change", ""))
     when = timestamp(item.t)
     if physiological and metric:
         obr4 = _code_field(str(metric))
         direction = str(record.get("direction") or record.get("condition") or "")
         event = EVT_LO if "low" in direction else EVT_HI if "high" in direction else EVT_ALARM
         identification = {2: "ST", 3: event, 5: escape(record.get("message", ""))}
-        low, high = record.get("low"), record.get("high")
-        limits = (
-            f"{_value(low)}-{_value(high)}"
-            if low is not None or high is not None
-            else _value(record.get("limit"))
-        )
+        limits = _value(record.get("limit"))
         value = record.get("value")
         source = {
             2: "NM" if value is not None else "",
@@ -342,16 +339,16 @@ def alert_message(
             5: f"^{condition}^{escape(record.get('message', ''))}",
         }
         source = {2: "ST", 3: ATTR_ALERT_SOURCE, 5: escape(item.stream.split("/")[0])}
-    phase = ALARM_PHASES.get(str(record.get("event", "")), "update")
+    phase = ALARM_PHASES.get(change, "update")
     state = str(record.get("state", "active"))
     if state in ("cleared", "inactive", "ended"):
         alarm_state = "inactive"
     else:
         alarm_state = "latched" if state == "latched" else "active"
     inactivation = ["enabled"]
-    if record.get("acknowledged_by") or state == "acknowledged":
+    if change == "acknowledged" or state == "acknowledged":
         inactivation = ["alert-acknowledged"]
-    if record.get("paused_until") or record.get("event") == "paused":
+    if change == "paused":
         inactivation.append("audio-paused")
     placer = f"{control}^{sender.hd}"
     segments = [
@@ -367,7 +364,7 @@ def alert_message(
         {2: "ST", 3: ATTR_ALARM_STATE, 5: alarm_state},
         {2: "ST", 3: ATTR_INACTIVATION, 5: "~".join(inactivation)},
         {2: "ST", 3: ATTR_PRIORITY, 5: _PRIORITY.get(str(record.get("priority")), "PN")},
-        {2: "ST", 3: ATTR_ALERT_TYPE, 5: _TYPE.get(str(record.get("kind")), "ST")},
+        {2: "ST", 3: ATTR_ALERT_TYPE, 5: _TYPE.get(kind, "ST")},
     ]
     for number, facet in enumerate(facets, start=1):
         segments.append(segment("OBX", {1: number, 4: f"1.1.1.{number}", 11: "F", **facet}))
@@ -381,13 +378,15 @@ def messages_for(
     patients: Mapping[int, Patient | None],
     now: float,
     per_message: int = 50,
-) -> list[Message]:
-    """Every item in one or more messages, keeping outbox order within each bed.
+) -> tuple[list[Message], list[OutboxItem]]:
+    """Every item in one or more messages, keeping outbox order within each bed; and the
+    items HL7 has no message for (audio pause records: not alerts), done without sending.
 
     Alarms go one per message (PCD-04); numerics of one admission are grouped, up to
-    ``per_message`` observations each (PCD-01). Other kinds are not HL7's to carry.
+    ``per_message`` observations each (PCD-01).
     """
     out: list[Message] = []
+    skipped: list[OutboxItem] = []
     run: list[OutboxItem] = []
 
     def flush() -> None:
@@ -397,7 +396,9 @@ def messages_for(
             run.clear()
 
     for item in items:
-        if item.kind == "alarm":
+        if item.kind == "alarm" and item.record.get("alarm") is None:
+            skipped.append(item)
+        elif item.kind == "alarm":
             flush()
             patient = patients.get(item.admission or -1)
             out.append(alert_message(item, sender=sender, patient=patient, now=now))
@@ -405,5 +406,7 @@ def messages_for(
             if run and (run[0].admission != item.admission or len(run) >= per_message):
                 flush()
             run.append(item)
+        else:
+            skipped.append(item)
     flush()
-    return out
+    return out, skipped

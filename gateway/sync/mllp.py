@@ -67,21 +67,15 @@ class MllpDestination:
         self._stream: tuple[HL7StreamReader, HL7StreamWriter] | None = None
 
     async def send(self, batch: Batch) -> Delivery:
-        carried = [i for i in batch.items if i.kind in HL7_KINDS]
         refused: list[Refusal] = []
-        others = tuple(i for i in batch.items if i.kind not in HL7_KINDS)
-        if others:
-            # Config allows only HL7's kinds; rows queued under an older config must not
-            # block the queue, and are kept as dead letters rather than dropped.
-            refused.append(Refusal(others, "HL7 destinations carry numerics and alarms only"))
-        messages = messages_for(
-            carried,
+        messages, skipped = messages_for(
+            batch.items,
             sender=self._sender,
             patients=batch.patients,
             now=self._clock.wall(),
             per_message=self._per_message,
         )
-        accepted: list[OutboxItem] = []
+        accepted: list[OutboxItem] = list(skipped)  # nothing HL7 sends for these
         sent = 0
         for index, message in enumerate(messages):
             try:

@@ -169,6 +169,7 @@ class SyncWorker:
             )
         self._failures.clear()
         items = await self._drop_expired(items, now)
+        items = await self._refuse_uncarried(items, now)
         if not items:
             self.status.state = "idle"
             self.status.backlog = await self._call(self._store.backlog, self.name)
@@ -224,6 +225,18 @@ class SyncWorker:
         log.warning("expired outbox entries dropped", destination=self.name, count=len(stale))
         dropped = {i.outbox_id for i in stale}
         return [i for i in items if i.outbox_id not in dropped]
+
+    async def _refuse_uncarried(self, items: list[OutboxItem], now: float) -> list[OutboxItem]:
+        """Rows queued for this destination under an older config that it cannot carry
+        (an HL7 destination and a waveform) must not block its queue: dead-lettered."""
+        carries = self.destination.info.carries
+        others = [i for i in items if i.kind not in carries]
+        if not others:
+            return items
+        reason = f"{self.destination.info.protocol} does not carry {others[0].kind}"
+        await self._call(self._store.dead_letter, self.name, others, reason, now)
+        self.status.dead_lettered += len(others)
+        return [i for i in items if i.kind in carries]
 
     async def _settle(self, delivery: Delivery) -> None:
         now = self._clock.wall()

@@ -126,16 +126,15 @@ def test_a_patient_free_admission_sends_an_empty_pid() -> None:
 
 def test_limit_alarm_is_pcd04_with_all_seven_facets() -> None:
     record = {
-        "alarm_id": "bed-1/ox-1/spo2_low/3",
-        "event": "raised",
+        "alarm": "bed-1/ox-1/spo2_low/3",
+        "change": "raised",
         "condition": "spo2_low",
-        "kind": "physiological",
+        "alarm_kind": "physiological",
         "priority": "medium",
         "state": "active",
         "code": "MDC_PULS_OXIM_SAT_O2",
         "value": 86.0,
-        "low": 90,
-        "high": 100,
+        "limit": 90,
         "unit": "%",
         "message": "SpO2 86 % below 90 %",
     }
@@ -152,7 +151,7 @@ def test_limit_alarm_is_pcd04_with_all_seven_facets() -> None:
         "150456^MDC_PULS_OXIM_SAT_O2^MDC",
         "86",
         "262688^MDC_DIM_PERCENT^MDC",
-        "90-100",
+        "90",
     )
     assert [o[5] for o in obx[2:]] == ["start", "active", "enabled", "PM", "SP"]
     assert all(o[11] == "F" for o in obx)
@@ -165,7 +164,7 @@ def test_limit_alarm_is_pcd04_with_all_seven_facets() -> None:
         (
             "acknowledged",
             "acknowledged",
-            {"acknowledged_by": "rn-kim"},
+            {"by": "rn-kim"},
             "update",
             "active",
             "alert-acknowledged",
@@ -173,7 +172,7 @@ def test_limit_alarm_is_pcd04_with_all_seven_facets() -> None:
         (
             "paused",
             "active",
-            {"paused_until": T0 + 120},
+            {},
             "update",
             "active",
             "enabled~audio-paused",
@@ -191,11 +190,11 @@ def test_alarm_phases_states_and_inactivation(
     inactivation: str,
 ) -> None:
     record = {
-        "alarm_id": "a/1",
-        "event": event,
+        "alarm": "a/1",
+        "change": event,
         "state": state,
         "condition": "occlusion",
-        "kind": "technical",
+        "alarm_kind": "technical",
         "priority": "high",
         "message": "Occlusion",
         **extra,
@@ -211,11 +210,11 @@ def test_alarm_phases_states_and_inactivation(
 
 def test_technical_alarm_names_its_event_and_source_device() -> None:
     record = {
-        "alarm_id": "bed-1/pump-1/occlusion/1",
-        "event": "raised",
+        "alarm": "bed-1/pump-1/occlusion/1",
+        "change": "raised",
         "state": "active",
         "condition": "occlusion",
-        "kind": "technical",
+        "alarm_kind": "technical",
         "priority": "high",
         "message": "Pump occlusion",
     }
@@ -237,11 +236,13 @@ def test_messages_group_numerics_per_admission_and_send_alarms_alone_in_order() 
     a = numeric_item(1, "MDC_PULS_OXIM_SAT_O2", 97.0, "%")
     b = numeric_item(2, "MDC_PULS_OXIM_SAT_O2", 96.0, "%")
     c = numeric_item(3, "MDC_PULS_OXIM_SAT_O2", 95.0, "%", bed="bed-2", admission=2)
-    alarm = alarm_item(4, {"alarm_id": "x", "event": "raised", "kind": "technical"})
+    alarm = alarm_item(4, {"alarm": "x", "change": "raised", "alarm_kind": "technical"})
     d = numeric_item(5, "MDC_PULS_OXIM_SAT_O2", 94.0, "%", bed="bed-2", admission=2)
-    out = messages_for(
-        [alarm, a, b, c, d], sender=SENDER, patients={1: PATIENT}, now=T0, per_message=2
+    audio = alarm_item(6, {"alarm": None, "change": "paused", "by": "rn-kim"}, "audio")
+    out, skipped = messages_for(
+        [alarm, a, b, c, d, audio], sender=SENDER, patients={1: PATIENT}, now=T0, per_message=2
     )
+    assert [i.row_id for i in skipped] == [6]
     assert [[i.row_id for i in m.items] for m in out] == [[4], [1, 2], [3, 5]]
     assert [m.control_id for m in out] == ["A4", "N1x2", "N3x2"]
     assert "MRN-0042" in out[1].text and "MRN-0042" not in out[2].text

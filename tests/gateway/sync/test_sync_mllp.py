@@ -42,11 +42,11 @@ def numerics(n: int, *, admission: int = 1, start: int = 1) -> list[OutboxItem]:
 
 def alarm(row: int) -> OutboxItem:
     record = {
-        "alarm_id": f"bed-1/ox-1/spo2_low/{row}",
-        "event": "raised",
+        "alarm": f"bed-1/ox-1/spo2_low/{row}",
+        "change": "raised",
         "state": "active",
         "condition": "spo2_low",
-        "kind": "physiological",
+        "alarm_kind": "physiological",
         "priority": "medium",
         "code": "MDC_PULS_OXIM_SAT_O2",
         "value": 85.0,
@@ -98,17 +98,6 @@ async def test_ae_and_ar_dead_letter_that_message_only() -> None:
     first = delivery.refused[0].reason
     assert first.startswith("AE") and "scripted AE" in first
     assert delivery.refused[1].reason.startswith("AR")
-
-
-async def test_kinds_hl7_does_not_carry_are_refused_not_silently_kept() -> None:
-    clock = ManualClock()
-    event = OutboxItem(9, "event", 9, 0, T0, "bed-1", 1, "ox-1/sensor_off", 9, T0, {})
-    with hl7_peer() as (_peer, port):
-        dest = destination(port, clock)
-        delivery = await dest.send(Batch((event, *numerics(1))))
-        await dest.close()
-    assert [i.row_id for i in delivery.accepted] == [1]
-    assert [i.row_id for i in delivery.refused[0].items] == [9]
 
 
 async def test_a_silent_receiver_times_out_on_the_injected_clock() -> None:
