@@ -25,8 +25,19 @@ CONTEXT = FhirContext("gw-ward3", mrn_system="urn:oid:1.2.3.4")
 
 def numerics(n: int, start: int = 1, value: float | None = 96.0) -> tuple[OutboxItem, ...]:
     return tuple(
-        OutboxItem(r, "numeric", r, 0, T0, "bed-1", 1, "ox-1/MDC_PULS_OXIM_SAT_O2", r, T0 + r,
-                   {"value": value, "unit": "%", "status": [] if value else ["unavailable"]})
+        OutboxItem(
+            r,
+            "numeric",
+            r,
+            0,
+            T0,
+            "bed-1",
+            1,
+            "ox-1/MDC_PULS_OXIM_SAT_O2",
+            r,
+            T0 + r,
+            {"value": value, "unit": "%", "status": [] if value else ["unavailable"]},
+        )
         for r in range(start, start + n)
     )
 
@@ -37,8 +48,9 @@ def pki(tmp_path: Path) -> Pki:
 
 
 def destination(url: str, pki: Pki, clock: ManualClock, **kw: object) -> FhirDestination:
-    return FhirDestination("ehr", base_url=url, context=CONTEXT, clock=clock,
-                           tls=pki.client_context(), **kw)  # type: ignore[arg-type]
+    return FhirDestination(
+        "ehr", base_url=url, context=CONTEXT, clock=clock, tls=pki.client_context(), **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_a_batch_arrives_as_valid_r4_with_pocd_content(pki: Pki) -> None:
@@ -121,7 +133,7 @@ async def test_certificates_are_always_verified(tmp_path: Path, pki: Pki) -> Non
     rogue = make_pki(tmp_path / "rogue", ca_name="rogue")
     async with fhir_server(rogue.server_context(require_client=False)) as (server, url):
         dest = destination(url, pki, clock)
-        with pytest.raises(DestinationUnavailable, match="TLS|certificate"):
+        with pytest.raises(DestinationUnavailable, match=r"TLS|certificate"):
             await dest.send(Batch(numerics(1)))
         await dest.close()
     assert server.raw == []
@@ -141,11 +153,19 @@ async def test_a_client_without_the_required_certificate_is_turned_away(pki: Pki
 
 
 def test_batch_responses_are_read_strictly() -> None:
-    ok = {"resourceType": "Bundle", "type": "batch-response",
-          "entry": [{"response": {"status": "200 OK"}}, {"response": {"status": "404"}}]}
+    ok = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [{"response": {"status": "200 OK"}}, {"response": {"status": "404"}}],
+    }
     assert entry_statuses(ok) == [200, 404]
     with pytest.raises(ValueError):
         entry_statuses({"resourceType": "OperationOutcome"})
     with pytest.raises(ValueError):
-        entry_statuses({"resourceType": "Bundle", "type": "batch-response",
-                        "entry": [{"response": {"status": "fine"}}]})
+        entry_statuses(
+            {
+                "resourceType": "Bundle",
+                "type": "batch-response",
+                "entry": [{"response": {"status": "fine"}}],
+            }
+        )

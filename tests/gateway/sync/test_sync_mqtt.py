@@ -28,14 +28,46 @@ from tests.support.tls import Pki, make_pki
 
 def items() -> tuple[OutboxItem, ...]:
     def numeric(r: int, bed: str = "bed-1") -> OutboxItem:
-        return OutboxItem(r, "numeric", r, 0, T0, bed, 1 if bed == "bed-1" else 2,
-                          "ox-1/MDC_PULS_OXIM_SAT_O2", r, T0 + r,
-                          {"value": 90.0 + r, "unit": "%", "status": []})
+        return OutboxItem(
+            r,
+            "numeric",
+            r,
+            0,
+            T0,
+            bed,
+            1 if bed == "bed-1" else 2,
+            "ox-1/MDC_PULS_OXIM_SAT_O2",
+            r,
+            T0 + r,
+            {"value": 90.0 + r, "unit": "%", "status": []},
+        )
 
-    alarm = OutboxItem(9, "alarm", 9, 0, T0, "bed-1", 1, "alarms/bed-1", 9, T0 + 9,
-                       {"alarm": "a9", "change": "raised", "priority": "high"})
-    event = OutboxItem(10, "event", 10, 0, T0, "bed-1", 1, "ox-1/sensor_off", 10, T0 + 10,
-                       {"type": "condition", "condition": "sensor_off", "active": True})
+    alarm = OutboxItem(
+        9,
+        "alarm",
+        9,
+        0,
+        T0,
+        "bed-1",
+        1,
+        "alarms/bed-1",
+        9,
+        T0 + 9,
+        {"alarm": "a9", "change": "raised", "priority": "high"},
+    )
+    event = OutboxItem(
+        10,
+        "event",
+        10,
+        0,
+        T0,
+        "bed-1",
+        1,
+        "ox-1/sensor_off",
+        10,
+        T0 + 10,
+        {"type": "condition", "condition": "sensor_off", "active": True},
+    )
     return (alarm, numeric(1), numeric(2), numeric(3, "bed-2"), event)
 
 
@@ -47,14 +79,14 @@ def pki(tmp_path: Path) -> Pki:
 @asynccontextmanager
 async def listener(port: int, pki: Pki, topic: str) -> AsyncIterator[list[Any]]:
     got: list[Any] = []
-    async with aiomqtt.Client("127.0.0.1", port, identifier="test-listener",
-                              tls_context=pki.client_context()) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="test-listener", tls_context=pki.client_context()
+    ) as client:
         await client.subscribe(topic, qos=1)
 
         async def collect() -> None:
             async for message in client.messages:
-                got.append((str(message.topic), json.loads(bytes(message.payload)),
-                            message.retain))
+                got.append((str(message.topic), json.loads(bytes(message.payload)), message.retain))
 
         task = asyncio.create_task(collect())
         try:
@@ -72,8 +104,9 @@ async def wait_for(got: list[Any], n: int) -> None:
 
 
 def test_payloads_group_runs_of_a_bed_and_kind_in_order() -> None:
-    out = payloads(items(), gateway_id="gw", prefix="bedside", patients={1: PATIENT},
-                   include_patient=False)
+    out = payloads(
+        items(), gateway_id="gw", prefix="bedside", patients={1: PATIENT}, include_patient=False
+    )
     assert [(t, [i.row_id for i in c]) for t, _, c in out] == [
         ("bedside/gw/beds/bed-1/alarms", [9]),
         ("bedside/gw/beds/bed-1/numerics", [1, 2]),
@@ -83,8 +116,9 @@ def test_payloads_group_runs_of_a_bed_and_kind_in_order() -> None:
     body = json.loads(out[1][1])
     assert body["id"] == "numeric-1-2" and "patient" not in body
     assert body["items"][0]["code"] == "MDC_PULS_OXIM_SAT_O2" and body["items"][0]["value"] == 91
-    with_patient = payloads(items(), gateway_id="gw", prefix="bedside", patients={1: PATIENT},
-                            include_patient=True)
+    with_patient = payloads(
+        items(), gateway_id="gw", prefix="bedside", patients={1: PATIENT}, include_patient=True
+    )
     assert json.loads(with_patient[1][1])["patient"] == {"mrn": "MRN-0042"}
 
 
@@ -92,8 +126,14 @@ async def test_publishes_with_tls_qos1_and_announces_itself(tmp_path: Path, pki:
     clock = ManualClock()
     with mosquitto(tmp_path / "broker", pki) as port:
         async with listener(port, pki, "bedside/#") as got:
-            dest = MqttDestination("cloud", host="localhost", port=port, gateway_id="gw-ward3",
-                                   clock=clock, tls=pki.client_context())
+            dest = MqttDestination(
+                "cloud",
+                host="localhost",
+                port=port,
+                gateway_id="gw-ward3",
+                clock=clock,
+                tls=pki.client_context(),
+            )
             delivery = await dest.send(Batch(items(), {1: PATIENT}))
             await wait_for(got, 5)
             await dest.close()
@@ -114,8 +154,9 @@ async def test_a_dead_broker_is_unavailable(tmp_path: Path, pki: Pki) -> None:
     clock = ManualClock()
     with mosquitto(tmp_path / "broker", pki) as port:
         pass  # started and stopped: nobody listens on the port now
-    dest = MqttDestination("cloud", host="localhost", port=port, gateway_id="gw", clock=clock,
-                           tls=pki.client_context())
+    dest = MqttDestination(
+        "cloud", host="localhost", port=port, gateway_id="gw", clock=clock, tls=pki.client_context()
+    )
     with pytest.raises(DestinationUnavailable, match="cannot connect"):
         await dest.send(Batch(items()))
     await dest.close()
@@ -146,9 +187,11 @@ async def test_the_last_will_says_offline_when_the_gateway_is_killed(
 ) -> None:
     with mosquitto(tmp_path / "broker", pki) as port:
         async with listener(port, pki, "bedside/gw-killed/status") as got:
-            child = subprocess.Popen(
+            child = await asyncio.to_thread(
+                subprocess.Popen,
                 [sys.executable, "-c", CHILD, str(port), str(pki.ca.parent)],
-                stdout=subprocess.PIPE, cwd=Path(__file__).parents[3],
+                stdout=subprocess.PIPE,
+                cwd=Path(__file__).parents[3],
                 env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
             )
             try:
@@ -157,7 +200,7 @@ async def test_the_last_will_says_offline_when_the_gateway_is_killed(
                 assert line.strip() == b"connected"
                 await wait_for(got, 1)
                 child.send_signal(signal.SIGKILL)
-                child.wait(10)
+                await asyncio.to_thread(child.wait, 10)
                 await wait_for(got, 2)
             finally:
                 if child.poll() is None:
