@@ -112,6 +112,7 @@ class SyncWorker:
         policy: SyncPolicy | None = None,
         *,
         on_delivered: Callable[[Sequence[OutboxItem]], None] | None = None,
+        on_reachable: Callable[[str, bool, str], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.destination = destination
@@ -120,6 +121,7 @@ class SyncWorker:
         self._call = call
         self._clock = clock
         self._on_delivered = on_delivered
+        self._on_reachable = on_reachable
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         info = destination.info
@@ -260,6 +262,8 @@ class SyncWorker:
     def _succeeded(self) -> None:
         if self.status.failing_since is not None:
             log.info("destination reachable again", destination=self.name)
+            if self._on_reachable is not None:
+                self._on_reachable(self.name, True, "")
         self.status.failing_since = None
         self.status.failures_in_a_row = 0
         self.status.next_attempt_in = None
@@ -270,6 +274,10 @@ class SyncWorker:
         if status.failing_since is None:
             status.failing_since = self._clock.monotonic()
             log.warning("destination failing; will retry", destination=self.name, error=reason)
+        if self._on_reachable is not None:
+            # Told on every failure (with the latest reason); the alarm engine applies its
+            # own threshold before a technician is alarmed.
+            self._on_reachable(self.name, False, reason)
         status.last_error = reason
         delay = self.policy.backoff.delay(status.failures_in_a_row, self._rng)
         status.failures_in_a_row += 1

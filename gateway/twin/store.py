@@ -763,22 +763,30 @@ class TwinStore:
         gone (its admission shredded) or does not authenticate is reported in ``failures``
         (if given; else the error propagates), dead-lettered, and left out.
         """
+        entries = self.pending(destination, limit)
+        by_kind: dict[str, list[int]] = {}
+        for entry in entries:
+            by_kind.setdefault(entry["kind"], []).append(entry["row_id"])
+        rows: dict[tuple[str, int], tuple[Any, ...]] = {}
+        for kind, row_ids in by_kind.items():
+            for raw in self._rows_by_id(kind, row_ids):
+                rows[(kind, raw[0])] = raw
         items: list[OutboxItem] = []
         lost: list[tuple[int, str, int, str]] = []
-        for entry in self.pending(destination, limit):
+        for entry in entries:
             kind, row_id = entry["kind"], entry["row_id"]
+            found = rows.get((kind, row_id))
+            if found is None:
+                lost.append((entry["id"], kind, row_id, "row no longer stored"))
+                continue
             try:
-                opened = self._open_row(kind, row_id)
+                bed_id, admission, stream, seq, t, record = self._open_found(kind, found)
             except DecryptionFailed as exc:
                 if failures is None:
                     raise
                 failures.append(str(exc))
                 lost.append((entry["id"], kind, row_id, "row does not authenticate"))
                 continue
-            if opened is None:
-                lost.append((entry["id"], kind, row_id, "row no longer stored"))
-                continue
-            bed_id, admission, stream, seq, t, record = opened
             items.append(
                 OutboxItem(
                     outbox_id=entry["id"],
@@ -798,36 +806,41 @@ class TwinStore:
             self._dead_letter(destination, lost, now)
         return items
 
-    def _open_row(
-        self, kind: str, row_id: int
-    ) -> tuple[str, int | None, str, int, float, dict[str, Any]] | None:
-        """(bed, admission, stream, seq, t, decrypted record) of one stored row, or None."""
+    def _rows_by_id(self, kind: str, row_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Raw rows of one kind by id, in one query (ids are bound as parameters)."""
+        marks = ",".join("?" * len(row_ids))
         if kind == "audit":
-            found = self.db.conn.execute(
-                "SELECT bed_id, t, actor, action, detail FROM audit_log WHERE id = ?", (row_id,)
-            ).fetchone()
-            if found is None:
-                return None
-            bed, t, actor, action, detail = found
-            record = {"actor": actor, "action": action, "detail": detail}
-            return bed or "", None, "audit", row_id, t, record
+            sql = (
+                "SELECT id, bed_id, t, actor, action, detail FROM audit_log "
+                f"WHERE id IN ({marks})"
+            )
+        else:
+            table = _TABLE_OF_KIND[kind]
+            sql = (
+                f"SELECT r.id, r.admission_id, r.stream_id, s.name, r.seq, r.t, "
+                f"CAST(r.sealed AS BLOB), a.bed_id FROM {table} r "
+                "JOIN streams s ON s.id = r.stream_id "
+                "JOIN admissions a ON a.id = r.admission_id "
+                f"WHERE r.id IN ({marks}) AND a.wrapped_key IS NOT NULL"
+            )
+        return list(self.db.conn.execute(sql, list(row_ids)))
+
+    def _open_found(
+        self, kind: str, found: tuple[Any, ...]
+    ) -> tuple[str, int | None, str, int, float, dict[str, Any]]:
+        """(bed, admission, stream, seq, t, decrypted record) of a row from _rows_by_id."""
+        if kind == "audit":
+            row_id, bed, t, actor, action, detail = found
+            entry = {"actor": actor, "action": action, "detail": detail}
+            return bed or "", None, "audit", row_id, t, entry
+        row_id, adm, stream, name, seq, t, sealed, bed = found
         table = _TABLE_OF_KIND[kind]
-        found = self.db.conn.execute(
-            f"SELECT r.admission_id, r.stream_id, s.name, r.seq, r.t, CAST(r.sealed AS BLOB), "
-            f"a.bed_id FROM {table} r JOIN streams s ON s.id = r.stream_id "
-            "JOIN admissions a ON a.id = r.admission_id "
-            "WHERE r.id = ? AND a.wrapped_key IS NOT NULL",
-            (row_id,),
-        ).fetchone()
-        if found is None:
-            return None
-        adm, stream, name, seq, t, sealed, bed = found
         context = f"{table} row {row_id}"
         if kind == "waveform":
             header, counts = self._open_samples(
                 sealed, table, bed, adm, stream, name, seq, t, context
             )
-            record = {**header, "counts": counts}
+            record: dict[str, Any] = {**header, "counts": counts}
         else:
             plain = self._key(adm).open(
                 sealed, _row_aad(table, bed, adm, stream, name, seq, t), context=context
