@@ -327,17 +327,16 @@ class AlarmEngine:
         assert rule.priority is not None
         self._hold(key, rule, rule.priority)
 
-    def expect_forwarding(self, within: float | None) -> None:
-        """Alarms are forwarded to central systems: high-priority ones must be confirmed
-        within ``within`` seconds (see :mod:`gateway.alarms.forwarding`); ``None``: none
-        are forwarded."""
-        self.forwarding.within = within
+    def expect_forwarding(self, destinations: Mapping[str, float]) -> None:
+        """High-priority alarms must be confirmed by each of ``destinations`` (name ->
+        seconds allowed; see :mod:`gateway.alarms.forwarding`); empty: none are watched."""
+        self.forwarding = ForwardingWatch(dict(destinations))
 
-    def forwarded(self, alarm_ids: Iterable[str]) -> None:
-        """Hook for the sync layer: a destination confirmed the log records of these
+    def forwarded(self, destination: str, alarm_ids: Iterable[str]) -> None:
+        """Hook for the sync layer: ``destination`` confirmed the log records of these
         alarms. Ends ``alarm_forwarding_failed`` at a bed once nothing there is late."""
         for alarm_id in alarm_ids:
-            bed = self.forwarding.confirmed(alarm_id)
+            bed = self.forwarding.confirmed(alarm_id, destination)
             if bed is not None and not self.forwarding.overdue_at(bed):
                 self._release((bed, "sync", rules_.ALARM_FORWARDING_FAILED))
 

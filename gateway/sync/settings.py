@@ -57,7 +57,9 @@ class DestinationSection(BaseModel):
     bandwidth_kbps: float | None = Field(default=None, gt=0)
     unreachable_after: float = Field(default=60.0, gt=0, description="seconds")
     expiry_hours: dict[Kind, float] = Field(default_factory=dict)
-    confirm_alarms_within: float = Field(default=30.0, gt=0, le=3600, description="seconds")
+    #: Seconds this destination has to confirm a high-priority alarm before the bedside is
+    #: told forwarding failed; default 30 for HL7 (the alert manager), none for the others.
+    confirm_alarms_within: float | None = Field(default=None, gt=0, le=3600)
     facility: str = ""
     mrn_system: str = "urn:oid:2.16.840.1.113883.19.5"
     prefix: str = Field(default="bedside", pattern=r"^[^#+\s]+$")
@@ -86,7 +88,7 @@ class DestinationConfig:
     bandwidth: float | None = None  # bytes per second
     unreachable_after: float = 60.0
     expiry: dict[str, float] = field(default_factory=dict)  # seconds per kind
-    confirm_alarms_within: float = 30.0
+    confirm_alarms_within: float | None = None
     facility: str = ""
     mrn_system: str = ""
     prefix: str = "bedside"
@@ -132,6 +134,11 @@ def check(
             problem("tls", "FHIR is only sent over verified TLS; remove tls = false")
     elif not section.host:
         problem("host", f"required for protocol {protocol!r} (the receiver's name or address)")
+    confirm = section.confirm_alarms_within
+    if confirm is None and protocol == "hl7-mllp" and "alarm" in carries:
+        confirm = 30.0
+    if confirm is not None and "alarm" not in carries:
+        problem("confirm_alarms_within", "this destination carries no alarms; remove it")
     if section.password_file is not None and protocol != "mqtt":
         problem("password_file", "only MQTT destinations take a password")
 
@@ -176,7 +183,7 @@ def check(
         bandwidth=None if section.bandwidth_kbps is None else section.bandwidth_kbps * 1000 / 8,
         unreachable_after=section.unreachable_after,
         expiry={k: v * 3600.0 for k, v in section.expiry_hours.items()},
-        confirm_alarms_within=section.confirm_alarms_within,
+        confirm_alarms_within=confirm,
         facility=section.facility,
         mrn_system=section.mrn_system,
         prefix=section.prefix,

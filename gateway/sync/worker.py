@@ -186,6 +186,7 @@ class SyncWorker:
             await self._failed(str(exc))
             return
         await self._settle(delivery)
+        self.status.backlog = await self._call(self._store.backlog, self.name)
         if delivery.retry:
             await self._failed(delivery.retry_reason or "receiver asked to retry")
             return

@@ -18,7 +18,7 @@ BED_OF = {"ox-1": "bed-1", "ecg-1": "bed-1", "ox-2": "bed-2"}
 def make(clock: ManualClock, within: float | None = 30.0) -> AlarmEngine:
     beds = {"bed-1": ("adult", profile("adult")), "bed-2": ("adult", profile("adult"))}
     engine = AlarmEngine(beds, clock, bed_of=BED_OF.get)
-    engine.expect_forwarding(within)
+    engine.expect_forwarding({} if within is None else {"hie": within, "backup": within + 10})
     return engine
 
 
@@ -42,7 +42,9 @@ async def test_confirmed_in_time_raises_nothing_more() -> None:
     alarm = conditions(engine)["asystole"]
     assert engine.health()["forwarding"] == {"awaiting": 1, "overdue": 0}
     await step(engine, clock, 20)
-    engine.forwarded([alarm["id"]])
+    engine.forwarded("hie", [alarm["id"]])
+    assert engine.health()["forwarding"] == {"awaiting": 1, "overdue": 0}  # backup has not
+    engine.forwarded("backup", [alarm["id"]])
     await step(engine, clock, 60)
     assert set(conditions(engine)) == {"asystole"}
     assert engine.health()["forwarding"] == {"awaiting": 0, "overdue": 0}
@@ -65,7 +67,8 @@ async def test_unconfirmed_high_alarm_comes_back_on_and_says_forwarding_failed()
     assert engine.audio("bed-1") == {"priority": "high", "paused_until": None, "paused_by": None}
     assert engine.health()["forwarding"] == {"awaiting": 0, "overdue": 1}
     # The destination comes back and confirms: the technical condition ends.
-    engine.forwarded([alarm["id"]])
+    engine.forwarded("hie", [alarm["id"]])
+    engine.forwarded("backup", [alarm["id"]])
     await step(engine, clock, 1)
     assert engine.health()["forwarding"] == {"awaiting": 0, "overdue": 0}
     assert "alarm_forwarding_failed" not in conditions(engine)  # technical: no latching
@@ -101,7 +104,7 @@ async def test_an_escalated_alarm_must_be_confirmed_too() -> None:
 
 
 def test_the_watch_reports_lateness_once() -> None:
-    watch = ForwardingWatch(10.0)
+    watch = ForwardingWatch({"hie": 10.0})
     watch.expect("a", "bed-1", 100.0)
     watch.expect("a", "bed-1", 105.0)  # expected once: the first deadline holds
     assert watch.next_due() == 110.0
@@ -109,4 +112,5 @@ def test_the_watch_reports_lateness_once() -> None:
     assert watch.newly_overdue(110.0) == [("a", "bed-1")]
     assert watch.newly_overdue(200.0) == []
     assert watch.overdue_at("bed-1") == 1 and watch.next_due() is None
-    assert watch.confirmed("a") == "bed-1" and watch.confirmed("a") is None
+    assert watch.confirmed("a", "other") is None  # not one it waits for
+    assert watch.confirmed("a", "hie") == "bed-1" and watch.confirmed("a", "hie") is None
