@@ -26,7 +26,6 @@ import contextlib
 import json
 import multiprocessing
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -50,15 +49,10 @@ from gateway.twin.store import Destination as Queue
 from gateway.twin.store import TwinStore
 from gateway.twin.vocabulary import Patient
 from tests.support.broker import mosquitto
+from tests.support.net import free_port
 from tests.support.tls import Pki, make_pki
 
 T0 = 1_767_225_600.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- receivers (child process) ----------------------------------------------------------------

@@ -9,7 +9,6 @@ mosquitto, aiohttp page); time is a ManualClock the test advances in device-size
 from __future__ import annotations
 
 import asyncio
-import socket
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from gateway.twin.crypto import KeyRing, generate_kek
 from gateway.twin.store import Destination, TwinStore
 from tests.support.broker import mosquitto
 from tests.support.hl7_peer import PeerState, hl7_peer
+from tests.support.net import free_port
 from tests.support.tls import make_pki
 
 CONFIG = """
@@ -65,12 +65,6 @@ ca_file = "{pki}/ca.pem"
 cert_file = "{pki}/client.pem"
 key_file = "{pki}/client.key"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Ward:

@@ -12,21 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.net import free_port
 from tests.support.tls import Pki
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def mosquitto(folder: Path, pki: Pki | None = None, port: int = 0) -> Iterator[int]:
     """Run a broker until the block ends; yields its port."""
-    port = port or _free_port()
+    port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     # Run as whoever runs the tests: as root, mosquitto would otherwise switch to its own
     # user and could not read certificates in the test's private temporary folder.

@@ -4,7 +4,6 @@ certificates the test makes: acknowledgements, refusals, silence, wrong answers.
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from gateway.sync.hl7 import Sender
 from gateway.sync.mllp import MllpDestination
 from gateway.twin.store import OutboxItem
 from tests.support.hl7_peer import hl7_peer
+from tests.support.net import free_port
 from tests.support.sync import PATIENT, T0
 from tests.support.tls import make_pki
 
@@ -62,12 +62,6 @@ def destination(port: int, clock: ManualClock, **kw: object) -> MllpDestination:
     return MllpDestination(
         "hie", host="127.0.0.1", port=port, sender=SENDER, clock=clock, per_message=2, **kw
     )  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_every_message_acknowledged_aa_is_accepted_in_order() -> None:

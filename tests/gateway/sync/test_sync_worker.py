@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import Callable
 
 from drivers.clock import ManualClock
@@ -16,15 +15,10 @@ from gateway.sync.mllp import MllpDestination
 from gateway.sync.worker import SyncPolicy, SyncWorker
 from gateway.twin.store import TwinStore
 from tests.support.hl7_peer import PeerState, hl7_peer
+from tests.support.net import free_port
 from tests.support.sync import T0, inline, pulse, spo2, until
 
 SENDER = Sender("gw-ward3", facility="WARD3")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def worker(store: TwinStore, port: int, clock: ManualClock, **policy: object) -> SyncWorker:
