@@ -7,6 +7,16 @@ Routes::
     GET /api/beds      JSON array, exactly what ``beds()`` returns (the twin snapshot)
     GET /api/health    JSON object, exactly what ``health()`` returns
     GET /api/stream    text/event-stream of ``beds`` events (see :class:`_Stream`)
+    GET /api/beds/{bed}/waveforms?CODE=END...
+                       JSON, the bed's recent thinned waveform samples after each cursor
+                       (see :class:`~gateway.web.waveforms.WaveformBuffer`)
+    POST /api/login, POST /api/logout, GET /api/session
+                       see :mod:`gateway.web.auth`
+    /api/alarms, /api/beds/{bed}/audio-pause, /api/beds/{bed}/limits
+                       see :mod:`gateway.web.alarm_api` (when an alarm engine is given)
+
+Viewing (the page, ``/api/beds``, ``/api/health``, the stream, waveforms) needs no login
+unless the :class:`~gateway.web.auth.Auth` says ``require_login_to_view``; every action does.
 
 The server never decides what is stale: it forwards the twin's ``stale`` flags and ages. Its
 job is to get them to the page soon enough that a value is never shown as current after the
@@ -26,12 +36,19 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from drivers.clock import Clock
+from gateway.web import auth as auth_
+from gateway.web.alarm_api import add_alarm_routes
+from gateway.web.auth import Auth
+from gateway.web.waveforms import WaveformBuffer
+
+if TYPE_CHECKING:
+    from gateway.alarms.engine import AlarmEngine
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +94,11 @@ SECURITY_HEADERS: dict[str, str] = {
 #: upgraded gateway never runs with a stale script.
 API_CACHE_CONTROL = "no-store"
 PAGE_CACHE_CONTROL = "no-cache"
+
+#: Seconds between pushes when the alarm engine's state changed (instead of
+#: ``min_push_interval``, which paces vitals): an alarm is shown without waiting, and an
+#: engine changing many times at once still cannot flood a page.
+ALARM_PUSH_INTERVAL = 0.05
 
 #: Milliseconds the browser waits before reconnecting a dropped stream (SSE ``retry:``).
 RECONNECT_MS = 2000
@@ -153,6 +175,10 @@ class WebServer:
         heartbeat_interval: float = 2.0,
         stale_check_interval: float = 1.0,
         stale_after: float = 5.0,
+        auth: Auth | None = None,
+        waveforms: WaveformBuffer | None = None,
+        extra_routes: Callable[[web.Application], None] | None = None,
+        alarms: AlarmEngine | None = None,
     ) -> None:
         for name, value in (
             ("min_push_interval", min_push_interval),
@@ -174,6 +200,14 @@ class WebServer:
         self.heartbeat_interval = heartbeat_interval
         self.stale_check_interval = stale_check_interval
         self.stale_after = stale_after
+        # Without an Auth nobody can log in: the page can be viewed, nothing can be done.
+        self.auth = auth if auth is not None else Auth(None, clock)
+        self.waveforms = waveforms
+        # The alarm routes (gateway/web/alarm_api.py); the caller passes beds, version and
+        # wait_changed that already include the engine's alarms and version.
+        self.alarms = alarms
+        # Routes owned elsewhere (/healthz, /metrics: gateway/health.py, gateway/metrics.py).
+        self.extra_routes = extra_routes
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._streams: set[_Stream] = set()
@@ -247,6 +281,12 @@ class WebServer:
         app.router.add_get("/api/health", self._api_health)
         # No HEAD: it would hold a connection open for a stream with no body.
         app.router.add_get("/api/stream", self._api_stream, allow_head=False)
+        app.router.add_get("/api/beds/{bed}/waveforms", self._api_waveforms)
+        self.auth.install(app)
+        if self.alarms is not None:
+            add_alarm_routes(app, self.alarms, auth_.require, page_version=self.version)
+        if self.extra_routes is not None:
+            self.extra_routes(app)
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
         return app
 
@@ -264,12 +304,32 @@ class WebServer:
         return web.FileResponse(STATIC_DIR / "index.html")
 
     async def _api_beds(self, request: web.Request) -> web.Response:
+        await self.auth.require(request, "viewer")
         return web.Response(text=dumps(self.beds()), content_type="application/json")
 
     async def _api_health(self, request: web.Request) -> web.Response:
+        await self.auth.require(request, "viewer")
         return web.Response(text=dumps(self.health()), content_type="application/json")
 
+    async def _api_waveforms(self, request: web.Request) -> web.Response:
+        await self.auth.require(request, "viewer")
+        bed = request.match_info["bed"]
+        if not any(b.get("id") == bed for b in self.beds()):
+            raise web.HTTPNotFound(text=f"no bed {bed!r}")
+        after: dict[str, int] = {}
+        for code, value in request.query.items():
+            try:
+                after[code] = int(value)
+            except ValueError:
+                raise web.HTTPBadRequest(text=f"{code}: cursor must be an integer") from None
+        if self.waveforms is None:
+            body: dict[str, Any] = {"channels": []}
+        else:
+            body = self.waveforms.recent(bed, after)
+        return web.Response(text=dumps(body), content_type="application/json")
+
     async def _api_stream(self, request: web.Request) -> web.StreamResponse:
+        await self.auth.require(request, "viewer")
         if self._closing:
             raise web.HTTPServiceUnavailable(text="gateway page server is stopping")
         response = web.StreamResponse(
@@ -304,11 +364,18 @@ class _Stream:
         event: hello                     once, right after the first beds event
         data: {"heartbeat_interval": s, "min_push_interval": s, "stale_after": s}
 
+        event: clock                     after every beds event (and hello)
+        data: {"wall": UTC seconds}      the gateway's time, to count down to UTC deadlines
+                                         (audio pause) on the gateway's clock, not the
+                                         browser's
+
     A ``beds`` event is pushed:
 
     * at once on connect;
     * when the twin's version changes, but never sooner than ``min_push_interval`` after the
       previous push: changes in between are coalesced into one event with the latest state;
+    * when the alarm engine's version changes (``alarms`` given), after only
+      ``ALARM_PUSH_INTERVAL``: a new alarm does not wait for the vitals' pacing;
     * when a periodic re-read (every ``stale_check_interval``) finds a value whose ``stale``
       flag differs from what the page was last sent (values go stale without any reading);
     * when nothing else was pushed for ``heartbeat_interval``, so the page's ages are
@@ -331,9 +398,14 @@ class _Stream:
         self._last_push = -math.inf
         self._last_check = -math.inf
         self._sent_version: int | None = None
+        self._sent_alarms: int | None = None
         self._sent_signature: tuple[tuple[Any, Any, Any], ...] = ()
         self._timer: asyncio.Task[None] | None = None
         self._timer_deadline = math.inf
+
+    def _alarms_version(self) -> int | None:
+        alarms = self._server.alarms
+        return None if alarms is None else alarms.version
 
     def close(self) -> None:
         """Ask the stream to end (server stopping); the writer returns at its next wake."""
@@ -372,7 +444,13 @@ class _Stream:
                         self._pending = True
                 if server.version() != self._sent_version:
                     self._pending = True
-                next_allowed = self._last_push + server.min_push_interval
+                # An alarm change is not held back to pace vitals: it goes out at once.
+                interval = (
+                    ALARM_PUSH_INTERVAL
+                    if self._alarms_version() != self._sent_alarms
+                    else server.min_push_interval
+                )
+                next_allowed = self._last_push + interval
                 heartbeat_due = self._last_push + server.heartbeat_interval
                 if (self._pending and now >= next_allowed - _EPSILON) or (
                     now >= heartbeat_due - _EPSILON
@@ -407,6 +485,7 @@ class _Stream:
         beds = server.beds()
         now = server.clock.monotonic()
         self._sent_version = version
+        self._sent_alarms = self._alarms_version()
         self._sent_signature = _stale_signature(beds)
         self._last_push = self._last_check = now
         self._pending = False
@@ -419,4 +498,5 @@ class _Stream:
                 "stale_after": server.stale_after,
             }
             block += f"event: hello\ndata: {dumps(hello)}\n\n"
+        block += f"event: clock\ndata: {dumps({'wall': server.clock.wall()})}\n\n"
         await self._response.write(block.encode())

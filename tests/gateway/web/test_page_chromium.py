@@ -12,11 +12,16 @@ with thresholds of about a second so they stay short.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -25,10 +30,34 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from drivers.clock import ManualClock
-from drivers.codes import BEATS_PER_MINUTE, PERCENT, PULSE_RATE, SPO2
-from drivers.readings import CodecCounters, Condition, DeviceEvent, Numeric
+from drivers.codes import (
+    BEATS_PER_MINUTE,
+    DIMENSIONLESS,
+    ECG_LEAD_II,
+    MILLILITRE,
+    MILLILITRE_PER_HOUR,
+    MILLIVOLT,
+    MINUTE,
+    PERCENT,
+    PLETH,
+    PULSE_RATE,
+    PUMP_RATE,
+    PUMP_STATUS,
+    PUMP_TIME_REMAINING,
+    PUMP_VTBI_REMAINING,
+    SPO2,
+)
+from drivers.readings import CodecCounters, Condition, DeviceEvent, Numeric, Waveform
+from gateway.alarms import service
+from gateway.alarms.model import AlarmSettings
+from gateway.twin.crypto import KeyRing, generate_kek
 from gateway.twin.state import BedSpec, Twin
+from gateway.twin.store import TwinStore
+from gateway.twin.vocabulary import Patient
+from gateway.twin.writer import StoreWriter
+from gateway.web.auth import Auth, UserFile
 from gateway.web.server import WebServer
+from gateway.web.waveforms import WaveformBuffer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -420,3 +449,477 @@ async def test_a_silent_stream_is_lost_after_the_heartbeat_or_stale_after(page: 
         assert lost["all_stale"] and set(lost["all_stale"]) == {"true"}
     finally:
         await server.stop()
+
+
+# -- alarms: the real engine behind the real server ------------------------------------------
+
+NURSE, NURSE_PASSWORD = "alice", "alice's password"
+#: Limits of the "adult" profile the engine starts from (gateway/alarms/limits.py).
+SPO2_LOW, SPO2_EXTREME_LOW, SPO2_DELAY = 90.0, 80.0, 10.0
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+
+
+def style_of(driver: webdriver.Chrome, selector: str) -> dict[str, Any]:
+    """Computed animation and colours of the first element matching ``selector``."""
+    found = driver.execute_script(
+        """
+        const el = document.querySelector(arguments[0]);
+        if (!el) return null;
+        const s = getComputedStyle(el);
+        const r = el.getBoundingClientRect();
+        return {name: s.animationName, duration: s.animationDuration,
+                timing: s.animationTimingFunction, count: s.animationIterationCount,
+                background: s.backgroundColor, color: s.color, visible: r.width > 0,
+                text: el.textContent};
+        """,
+        selector,
+    )
+    assert isinstance(found, dict), f"no element {selector}"
+    return found
+
+
+def flash_hz(style: dict[str, Any]) -> float:
+    duration = str(style["duration"])
+    assert duration.endswith("s") and not duration.endswith("ms"), duration
+    return 1.0 / float(duration[:-1])
+
+
+def value_of_detail(code: Any) -> str:
+    return f'#detail .value[data-code="{code.refid}"]'
+
+
+def save_artifact(driver: webdriver.Chrome, tmp_path: Path, name: str) -> Path:
+    """A screenshot for people to look at: in the test's tmp dir and in test-artifacts/."""
+    path = tmp_path / name
+    assert driver.save_screenshot(str(path))
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_bytes(data)
+    return path
+
+
+async def test_a_desaturation_raises_alarms_that_the_page_shows_sounds_and_lets_a_nurse_handle(
+    page: Page, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    beds = BEDS[:2]
+    twin = Twin(beds, clock, STALE_AFTER)
+    bed_of = {"ox-1": "bed-1", "ox-2": "bed-2"}
+    for device, bed_id in bed_of.items():
+        twin.register_device(bed_id, device, "nonin_xpod", CodecCounters())
+    twin.register_device("bed-1", "pump-1", "modbus-pump-tcp", CodecCounters())
+    store = TwinStore(tmp_path / "twin.sqlite", KeyRing(generate_kek()))
+    for n, spec in enumerate(beds):
+        # Alarm records belong to an admission: the store refuses them for an empty bed.
+        store.admit(spec.id, Patient(f"Test Patient {n}", f"T-{n}", "1970-01-01"), clock.wall())
+    writer = StoreWriter(store, bed_of.get, clock, data_dir=tmp_path)
+    users = UserFile(tmp_path / "users.json")
+    users.add(NURSE, "nurse", NURSE_PASSWORD, n=2**10)
+    servers: list[WebServer] = []
+    engine, version = service.build(
+        beds=[(b.id, "adult", None) for b in beds],
+        # The self-check's heartbeats are not what this test is about: rare, so jumps of
+        # the test's clock cannot fail it; the page's confirmations are checked below.
+        # No escalation: the pause below must run out by itself, not be broken through.
+        settings=AlarmSettings(
+            escalate_after=None, self_check_interval=3600.0, self_check_timeout=3600.0
+        ),
+        clock=clock,
+        twin=twin,
+        bed_of=bed_of.get,
+        writer=writer,
+        pages=lambda: sum(s.clients for s in servers),
+    )
+
+    async def audit(actor: str, action: str, detail: str) -> None:
+        now = clock.wall()
+        await writer.call(lambda: store.audit(actor, action, bed_id=None, detail=detail, now=now))
+
+    def snapshot() -> list[dict[str, Any]]:
+        ward = twin.snapshot()
+        engine.decorate(ward)
+        return ward
+
+    waveforms = WaveformBuffer(bed_of.get)
+    server = WebServer(
+        host="127.0.0.1",
+        port=0,
+        beds=snapshot,
+        health=lambda: {"gateway": "ward-7"},
+        version=version.version,
+        wait_changed=version.wait_changed,
+        clock=clock,
+        heartbeat_interval=600.0,
+        stale_after=STALE_AFTER,
+        auth=Auth(users, clock, audit=audit),
+        waveforms=waveforms,
+        alarms=engine,
+    )
+    servers.append(server)
+    tasks = [asyncio.create_task(engine.run_timers()), asyncio.create_task(engine.log.run())]
+
+    def reading(r: Any) -> None:
+        twin.apply(r)
+        engine.observe(r)
+
+    def spo2(source: str, value: float) -> None:
+        reading(Numeric(source, SPO2, value, PERCENT, clock.wall()))
+        reading(Numeric(source, PULSE_RATE, 72.0, BEATS_PER_MINUTE, clock.wall()))
+
+    async def second(bed1_spo2: float) -> None:
+        """One second of the ward: bed 1 at ``bed1_spo2``, bed 2 steady."""
+        spo2("ox-1", bed1_spo2)
+        spo2("ox-2", 97.0)
+        await clock.advance(1.0)
+
+    def tile_alarm(bed: str) -> str:
+        return f'[data-bed="{bed}"] .tile-alarm'
+
+    async def audit_rows() -> list[tuple[str, str, str | None]]:
+        rows = await writer.call(
+            lambda: store.db.conn.execute(
+                "SELECT actor, action, bed_id FROM audit_log ORDER BY id"
+            ).fetchall()
+        )
+        return [tuple(r) for r in rows]
+
+    await server.start()
+    try:
+        for device in bed_of:
+            reading(DeviceEvent(device, Condition.DISCONNECTED, False, clock.wall()))
+        await page.call(page.driver.get, f"http://127.0.0.1:{server.port}/")
+        await page.until(shows("body", data_connection="live"), "a live connection")
+
+        # Sound: blocked until a tap, and the page says so; a tap turns it on.
+        await page.until(shows("body", data_sound="blocked"), "sound blocked")
+        assert await page.call(
+            lambda: page.driver.find_element(By.ID, "audio-prompt").is_displayed()
+        )
+        assert "tap" in (await page.text("#audio-prompt")).lower()
+        await page.call(lambda: page.driver.find_element(By.ID, "audio-prompt").click())
+        await page.until(shows("body", data_sound="on"), "sound on after a tap")
+        assert not await page.call(
+            lambda: page.driver.find_element(By.ID, "audio-prompt").is_displayed()
+        )
+        assert await page.attribute("#sound", "data-playing") == "none"
+
+        for _ in range(3):
+            await second(97.0)
+        # The desaturation: below the low limit, above the extreme one. Nothing for the
+        # condition's delay...
+        for _ in range(int(SPO2_DELAY) - 1):
+            await second(85.0)
+        await page.until(shows(value_of("bed-1", SPO2), text="85", data_stale="false"), "85")
+        assert await page.attribute('[data-bed="bed-1"]', "data-alarm") == "none"
+        assert engine.bed_alarms("bed-1") == []
+        # ...then a medium alarm, on the page without a reload.
+        await second(85.0)
+        (alarm,) = engine.bed_alarms("bed-1")
+        assert (alarm["priority"], alarm["kind"], alarm["state"]) == (
+            "medium",
+            "physiological",
+            "active",
+        )
+        await page.until(shows(tile_alarm("bed-1"), data_priority="medium"), "a medium alarm")
+        medium = await page.call(style_of, page.driver, tile_alarm("bed-1"))
+        assert medium["name"] == "flash-medium" and medium["count"] == "infinite"
+        assert 0.4 <= flash_hz(medium) <= 0.8
+        # Yellow (in one of its two phases), with the mark and the words, not colour alone.
+        assert medium["background"] in ("rgb(255, 212, 0)", "rgb(58, 48, 0)")
+        assert "!!" in medium["text"] and "MEDIUM" in medium["text"]
+        assert alarm["message"] in medium["text"]
+        assert await page.attribute('[data-bed="bed-2"]', "data-alarm") == "none"
+        await page.until(shows("#sound", data_playing="medium", data_pulses="3"), "3 pulses")
+        # The page confirmed a push carrying the alarm (the alarm-path self-check).
+        check = engine.self_check
+        assert check is not None
+        shown_version = version.version()
+        await page.until(
+            lambda d: check.confirmed_version >= shown_version, "the page's confirmation"
+        )
+        await page.call(save_artifact, page.driver, tmp_path, "ward-medium-alarm.png")
+
+        # Deeper: below the extreme limit for its delay -> high priority, red, 2 Hz.
+        for _ in range(int(SPO2_DELAY)):
+            await second(75.0)
+        await page.until(shows(tile_alarm("bed-1"), data_priority="high"), "a high alarm")
+        high = await page.call(style_of, page.driver, tile_alarm("bed-1"))
+        assert high["name"] == "flash-high" and 1.4 <= flash_hz(high) <= 2.8
+        assert high["background"] in ("rgb(224, 0, 27)", "rgb(42, 0, 5)")
+        assert "!!!" in high["text"] and "HIGH" in high["text"]
+        assert "+1 more" in high["text"]  # the medium one is still there
+        await page.until(shows("#sound", data_playing="high", data_pulses="10"), "10 pulses")
+        await page.call(save_artifact, page.driver, tmp_path, "ward-high-alarm.png")
+
+        # The bed in detail: its alarms, history and waveforms.
+        t = clock.wall()
+        waveforms.add(
+            Waveform("ox-1", PLETH, PERCENT, 75.0, t - 4, np.sin(np.arange(300) / 75 * 2 * np.pi))
+        )
+        beats = np.where(np.arange(1000) % 200 < 6, 1.2, 0.0)
+        waveforms.add(Waveform("ox-1", ECG_LEAD_II, MILLIVOLT, 250.0, t - 4, beats))
+        # An infusion on bed 1 (a pump's numerics; the twin's view is all the page needs).
+        twin.apply(DeviceEvent("pump-1", Condition.DISCONNECTED, False, clock.wall()))
+        for code, value, unit in (
+            (PUMP_RATE, 50.0, MILLILITRE_PER_HOUR),
+            (PUMP_VTBI_REMAINING, 75.0, MILLILITRE),
+            (PUMP_TIME_REMAINING, 90.0, MINUTE),
+            (PUMP_STATUS, 3.0, DIMENSIONLESS),
+        ):
+            twin.apply(Numeric("pump-1", code, value, unit, clock.wall()))
+        await clock.advance(0.25)
+        await page.call(
+            lambda: page.driver.find_element(By.CSS_SELECTOR, '[data-bed="bed-1"]').click()
+        )
+        await page.until(shows("body", data_view="bed"), "the bed view")
+        await page.until(shows("#detail-label", text="Bed 1"), "the bed's name")
+        await page.until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#detail-alarms .alarm")) == 2,
+            "both alarms listed",
+        )
+        await page.until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#history tr")) == 2, "the history"
+        )
+        inked = """
+            const c = document.getElementById(arguments[0]);
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 3; i < px.length; i += 4) if (px[i] > 0) n += 1;
+            return n;
+        """
+
+        def inked_pixels(canvas: str) -> Callable[[webdriver.Chrome], bool]:
+            return lambda d: int(d.execute_script(inked, canvas)) > 100
+
+        for canvas in ("ecg", "pleth"):
+            await page.until(inked_pixels(canvas), f"a {canvas} trace")
+        await page.until(
+            shows("#detail-pumps .pump-head", text="pump-1: running · ends in 1 h 30 min"),
+            "the infusion and its time to end",
+        )
+        assert await page.text(value_of_detail(PUMP_RATE)) == "50"
+        await page.call(save_artifact, page.driver, tmp_path, "bed-in-alarm.png")
+
+        # Acknowledge needs a login: the page asks, then acts, and the store records both.
+        high_alarm = engine.bed_alarms("bed-1")[0]
+        assert high_alarm["priority"] == "high"
+        ack = f'#detail-alarms .alarm[data-alarm-id="{high_alarm["id"]}"] .ack'
+        await page.call(lambda: page.driver.find_element(By.CSS_SELECTOR, ack).click())
+        await page.until(shows("#login", open="true"), "the login dialog")
+        assert engine.bed_alarms("bed-1")[0]["state"] == "active"  # nothing done yet
+
+        def log_in(driver: webdriver.Chrome) -> None:
+            driver.find_element(By.ID, "login-name").send_keys(NURSE)
+            driver.find_element(By.ID, "login-password").send_keys(NURSE_PASSWORD)
+            driver.find_element(By.ID, "login-submit").click()
+
+        await page.call(log_in, page.driver)
+        await page.until(
+            lambda d: engine.bed_alarms("bed-1")[0]["state"] == "acknowledged", "the engine acks"
+        )
+        # The stream paces pushes on the gateway's clock (min_push_interval).
+        await clock.advance(0.25)
+        await page.until(shows("#user-name", text=f"{NURSE} (nurse)"), "logged in")
+        await page.until(
+            shows(
+                f'#detail-alarms .alarm[data-alarm-id="{high_alarm["id"]}"]',
+                text=f"acknowledged by {NURSE}",
+                data_state="acknowledged",
+            ),
+            "the acknowledgement",
+        )
+        acked = style_of(page.driver, tile_alarm("bed-1"))
+        assert acked["name"] == "none"  # acknowledged: steady, still shown
+        await page.until(shows("#sound", data_playing="medium"), "the medium one sounds on")
+        rows = await audit_rows()
+        assert (NURSE, "login", None) in rows
+        assert (NURSE, "alarm.acknowledge", "bed-1") in rows
+
+        # Audio pause: a countdown from 2:00 on the gateway's clock, then it ends.
+        await page.call(lambda: page.driver.find_element(By.ID, "pause-audio").click())
+        await page.until(lambda d: engine.audio("bed-1")["paused_until"], "the engine pauses")
+        await clock.advance(0.25)
+        await page.until(shows("#detail-audio", text="audio paused by alice"), "the pause")
+        countdown = await page.text("#detail-audio")
+        assert "2:00" in countdown or "1:59" in countdown, countdown
+        await page.until(shows("#sound", data_playing="none"), "silence while paused")
+        assert (NURSE, "audio.pause", "bed-1") in await audit_rows()
+        for _ in range(60):
+            await second(75.0)
+        await page.until(shows("#detail-audio", text="returns in 1:0"), "a minute gone")
+        for _ in range(61):
+            await second(75.0)
+        await page.until(
+            lambda d: "paused" not in d.find_element(By.ID, "detail-audio").text.lower(),
+            "the pause over",
+        )
+        assert engine.audio("bed-1")["paused_until"] is None
+        await page.until(shows("#sound", data_playing="medium"), "sound back after the pause")
+
+        # A pause can also be ended at once by the nurse (the same button, relabelled).
+        await page.call(lambda: page.driver.find_element(By.ID, "pause-audio").click())
+        await page.until(lambda d: engine.audio("bed-1")["paused_until"], "paused again")
+        await clock.advance(0.25)
+        await page.until(shows("#pause-audio", text="sound back on now"), "the resume button")
+        await page.call(lambda: page.driver.find_element(By.ID, "pause-audio").click())
+        await page.until(lambda d: engine.audio("bed-1")["paused_until"] is None, "resumed")
+        await clock.advance(0.25)
+        await page.until(shows("#sound", data_playing="medium"), "sound back on at once")
+        assert (NURSE, "audio.resume", "bed-1") in await audit_rows()
+
+        # The gateway goes away: the whole screen says so, with its own sound.
+        await server.stop()
+        await page.until(shows("body", data_connection="lost"), "the lost connection")
+        banner = await page.call(
+            page.driver.execute_script,
+            "const r = document.getElementById('lost-banner').getBoundingClientRect();"
+            "const v = document.documentElement;"
+            "return [r.width, r.height, v.clientWidth, v.clientHeight];",
+        )
+        assert banner[0] >= banner[2] and banner[1] >= banner[3]
+        assert "connection to gateway lost" in (await page.text("#lost-banner")).lower()
+        await page.until(shows("#sound", data_playing="lost"), "the lost-connection sound")
+        await page.call(save_artifact, page.driver, tmp_path, "connection-lost.png")
+    finally:
+        await server.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await writer.call(lambda: None)
+        store.close()
+
+
+async def test_a_ward_that_needs_a_login_to_view_and_the_gateways_own_alarms(
+    page: Page, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    twin = Twin(BEDS[:1], clock, STALE_AFTER)
+    twin.register_device("bed-1", "ox-1", "nonin_xpod", CodecCounters())
+    users = UserFile(tmp_path / "users.json")
+    users.add(NURSE, "viewer", NURSE_PASSWORD, n=2**10)
+    engine, version = service.build(
+        beds=[("bed-1", "adult", None)],
+        settings=AlarmSettings(
+            sync_unreachable_after=60.0, self_check_interval=3600.0, self_check_timeout=3600.0
+        ),
+        clock=clock,
+        twin=twin,
+        bed_of={"ox-1": "bed-1"}.get,
+        writer=None,
+        pages=lambda: 1,
+    )
+
+    def snapshot() -> list[dict[str, Any]]:
+        ward = twin.snapshot()
+        engine.decorate(ward)
+        return ward
+
+    server = WebServer(
+        host="127.0.0.1",
+        port=0,
+        beds=snapshot,
+        health=lambda: {"gateway": "ward-7"},
+        version=version.version,
+        wait_changed=version.wait_changed,
+        clock=clock,
+        heartbeat_interval=600.0,
+        auth=Auth(users, clock, require_login_to_view=True),
+        alarms=engine,
+    )
+    timers = asyncio.create_task(engine.run_timers())
+    await server.start()
+    try:
+        await page.call(page.driver.get, f"http://127.0.0.1:{server.port}/")
+        # Nothing of the ward before a login; the page asks for one.
+        await page.until(shows("#login", open="true"), "the login dialog")
+        assert "log in to view" in (await page.text("#login-reason")).lower()
+        assert await page.call(
+            lambda: page.driver.find_elements(By.CSS_SELECTOR, "[data-bed]") == []
+        )
+
+        def log_in(driver: webdriver.Chrome) -> None:
+            driver.find_element(By.ID, "login-name").send_keys(NURSE)
+            driver.find_element(By.ID, "login-password").send_keys(NURSE_PASSWORD)
+            driver.find_element(By.ID, "login-submit").click()
+
+        await page.call(log_in, page.driver)
+        await page.until(shows("body", data_connection="live"), "the ward after the login")
+        await page.until(shows('[data-bed="bed-1"] .bed-label', text="Bed 1"), "the tile")
+
+        # A gateway-wide condition (no bed): a strip above the ward, in words and colour.
+        engine.sync_status("central", False, "no route")
+        await clock.advance(61.0)
+        assert engine.bed_alarms("_gateway")[0]["condition"] == "sync_unreachable"
+        await page.until(
+            shows("#ward-alarms", text="central system unreachable", data_priority="medium"),
+            "the gateway's alarm",
+        )
+        strip = await page.call(style_of, page.driver, "#ward-alarms")
+        assert strip["name"] == "flash-medium" and "!!" in strip["text"]
+        assert await page.attribute("#sound", "data-playing") == "medium"
+    finally:
+        await server.stop()
+        timers.cancel()
+        await asyncio.gather(timers, return_exceptions=True)
+
+
+async def test_killing_the_gateway_process_takes_over_the_screen(
+    page: Page, tmp_path: Path
+) -> None:
+    """The real daemon in its own process, killed outright (SIGKILL: no goodbye)."""
+    with socket.socket() as probe:  # a free port for the daemon (config needs a number)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[gateway]\nid = "ward-kill"\ndata_dir = "var"\nlisten = "127.0.0.1:{port}"\n'
+        "simulation = true\n\n"
+        '[[beds]]\nid = "bed-1"\nlabel = "Bed 1"\n'
+        '[[beds.devices]]\nid = "ox-1"\ndriver = "nonin"\nsimulate = "normal"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+    async def listening() -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "page listening":
+                return
+        raise AssertionError(f"the gateway exited ({await proc.wait()}) without listening")
+
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        await asyncio.wait_for(listening(), 60)
+        assert proc.stdout is not None
+        # Keep reading the log, so a full pipe can never be what stalls the daemon.
+        drain = asyncio.create_task(proc.stdout.read())
+        await page.call(page.driver.get, f"http://127.0.0.1:{port}/")
+        await page.until(shows("body", data_connection="live"), "the live ward")
+        await page.until(shows(value_of("bed-1", SPO2), data_stale="false"), "a fresh SpO2")
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 30)
+        await page.until(shows("body", data_connection="lost"), "the lost connection")
+        assert await page.call(
+            lambda: page.driver.find_element(By.ID, "lost-banner").is_displayed()
+        )
+        await page.until(shows(value_of("bed-1", SPO2), data_stale="true"), "SpO2 not current")
+        await page.until(shows("#sound", data_playing="lost"), "the lost-connection sound")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 30)
+        if drain is not None:
+            await drain

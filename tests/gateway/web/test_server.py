@@ -385,6 +385,8 @@ class EventStream:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.events: asyncio.Queue[dict[str, str] | None] = asyncio.Queue()
+        #: ``clock`` events (the gateway's wall time after each push), kept apart.
+        self.clock_events: list[dict[str, Any]] = []
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -393,7 +395,9 @@ class EventStream:
             async for raw in self.response.content:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line:
-                    if fields:
+                    if fields.get("event") == "clock":
+                        self.clock_events.append(json.loads(fields["data"]))
+                    elif fields:
                         self.events.put_nowait(fields)
                     fields = {}
                 elif line.startswith(":"):
@@ -581,4 +585,72 @@ async def test_stopping_the_server_ends_open_streams(ward: Ward) -> None:
     assert server.clients == 0
     assert ward.clock.sleepers == 0
     await eventually(lambda: not new_tasks(before))
+    await stream.close()
+
+
+async def test_an_alarm_change_is_pushed_without_waiting_for_the_vitals_pacing(
+    ward: Ward,
+) -> None:
+    from gateway.alarms import service
+    from gateway.alarms.model import AlarmSettings
+    from gateway.web.server import ALARM_PUSH_INTERVAL
+
+    engine, page_version = service.build(
+        beds=[("bed-1", "adult", None), ("bed-2", "adult", None)],
+        settings=AlarmSettings(self_check_interval=3600.0, self_check_timeout=3600.0),
+        clock=ward.clock,
+        twin=ward.twin,
+        bed_of={"ox-1": "bed-1", "ox-2": "bed-2"}.get,
+        writer=None,
+        pages=lambda: 1,
+    )
+
+    def beds() -> list[dict[str, Any]]:
+        snapshot = ward.twin.snapshot()
+        engine.decorate(snapshot)
+        return snapshot
+
+    server = WebServer(
+        host="127.0.0.1",
+        port=0,
+        beds=beds,
+        health=ward.health,
+        version=page_version.version,
+        wait_changed=page_version.wait_changed,
+        clock=ward.clock,
+        min_push_interval=MIN_PUSH,
+        heartbeat_interval=60.0,
+        alarms=engine,
+    )
+    await server.start()
+    ward.servers.append(server)
+    ward.connect("ox-1")
+    response = await ward.session.get(base(server) + "/api/stream")
+    stream = EventStream(response)
+    _, first = await stream.next_beds()
+    assert bed(first, "bed-1")["audio"] == {
+        "priority": None,
+        "paused_until": None,
+        "paused_by": None,
+    }
+    assert (await stream.next())["event"] == "hello"  # type: ignore[index]
+
+    ward.numeric("ox-1", SPO2, 96.0)  # a vitals change: held for MIN_PUSH
+    await engine.pause_audio("bed-1", "alice", 60.0)  # an alarm change: not held as long
+    await stream.assert_quiet()
+    await ward.clock.advance(ALARM_PUSH_INTERVAL)
+    _, beds_now = await stream.next_beds()
+    audio = bed(beds_now, "bed-1")["audio"]
+    assert audio["paused_by"] == "alice"
+    assert audio["paused_until"] == ward.clock.wall() - ALARM_PUSH_INTERVAL + 60.0
+    assert bed(beds_now, "bed-1")["vitals"][SPO2.refid]["value"] == 96.0
+    assert stream.clock_events[-1] == {"wall": ward.clock.wall()}
+
+    # Vitals alone are paced as before.
+    ward.numeric("ox-1", SPO2, 95.0)
+    await ward.clock.advance(ALARM_PUSH_INTERVAL)
+    await stream.assert_quiet()
+    await ward.clock.advance(MIN_PUSH - ALARM_PUSH_INTERVAL)
+    _, beds_now = await stream.next_beds()
+    assert bed(beds_now, "bed-1")["vitals"][SPO2.refid]["value"] == 95.0
     await stream.close()
