@@ -57,6 +57,21 @@ BY_REFID: dict[str, Code] = {
     c.refid: c for c in (SPO2, PULSE_RATE, PLETH, PERFUSION_INDEX, ECG_HEART_RATE, ECG_LEAD_II)
 }
 
+
+def code_named(refid: str) -> Code | None:
+    """The code with reference id ``refid`` among every :class:`Code` in this module."""
+    found = BY_REFID.get(refid)
+    if found is None:
+        found = next(
+            (v for v in globals().values() if isinstance(v, Code) and v.refid == refid), None
+        )
+    return found
+
+
+def unit_for_ucum(ucum: str) -> Unit | None:
+    """The unit whose UCUM string is ``ucum`` among every :class:`Unit` in this module."""
+    return next((v for v in globals().values() if isinstance(v, Unit) and v.ucum == ucum), None)
+
 # --- Masimo ASCII 1 metrics (drivers/oximetry/masimo.py) -----------------------------------
 # [U] protocols.md (4c, 7.2) gives no MDC code for SpCO, SpMet, PVI, the desaturation index or
 # PI delta, and no standard code for them was verified. Until they are checked against
@@ -75,3 +90,50 @@ BY_REFID.update({c.refid: c for c in (SPCO, SPMET, PVI, DESAT_INDEX, PI_DELTA)})
 ECG_LEAD_I = Code("MDC_ECG_ELEC_POTL_I", 131329)
 ECG_LEAD_III = Code("MDC_ECG_ELEC_POTL_III", 131389)
 BY_REFID.update({c.refid: c for c in (ECG_LEAD_I, ECG_LEAD_III)})
+
+# --- infusion pumps (drivers/infusion/) ----------------------------------------------------
+# protocols.md 6.3 and 7.2 (IHE PCD TF Vol 3 Table 7.1.2-1); CF codes are partition * 65536
+# + term. MDC_DIM_MIN is term 2208 (4::2208), as in the IEEE 11073-20601 nomenclature headers.
+MILLILITRE = Unit("mL", "MDC_DIM_MILLI_L", 263762)
+MILLILITRE_PER_HOUR = Unit("mL/h", "MDC_DIM_MILLI_L_PER_HR", 265266)
+MINUTE = Unit("min", "MDC_DIM_MIN", 264352)
+PUMP_RATE = Code("MDC_FLOW_FLUID_PUMP", 157784)  # 2::26712, current rate, mL/h
+PUMP_VOLUME_INFUSED = Code("MDC_VOL_FLUID_DELIV", 157864)  # 2::26792, this program, mL
+PUMP_VTBI = Code("MDC_VOL_FLUID_TBI", 157884)  # programmed volume to be infused, mL
+PUMP_VTBI_REMAINING = Code("MDC_VOL_FLUID_TBI_REMAIN", 157872)  # 2::26800, mL
+#: Time to end of infusion, min. Derived by the gateway (VTBI remaining / rate), not read.
+PUMP_TIME_REMAINING = Code("MDC_TIME_PD_REMAIN", 157916)  # 2::26844
+#: Operational state; value = drivers.infusion.profile.PumpState (0 off .. 9 priming), 1.
+PUMP_STATUS = Code("MDC_PUMP_STAT", 184508)  # 2::53436
+# [U] No verified MDC terms for battery charge or drug concentration, nor a verified unit
+# code for mg/mL: private-range codes, marked PRIV like the Masimo ones above.
+PUMP_BATTERY = Code("MDC_PRIV_PUMP_BATT_CHARGE", 193024)  # 2::0xF200, %
+PUMP_CONCENTRATION = Code("MDC_PRIV_PUMP_DRUG_CONC", 193028)  # 2::0xF204, mg/mL
+MILLIGRAM_PER_MILLILITRE = Unit("mg/mL", "MDC_PRIV_DIM_MILLI_G_PER_ML", 323584)  # 4::0xF000
+BY_REFID.update(
+    {
+        c.refid: c
+        for c in (
+            PUMP_RATE,
+            PUMP_VOLUME_INFUSED,
+            PUMP_VTBI,
+            PUMP_VTBI_REMAINING,
+            PUMP_TIME_REMAINING,
+            PUMP_STATUS,
+            PUMP_BATTERY,
+            PUMP_CONCENTRATION,
+        )
+    }
+)
+
+# --- Bluetooth LE drivers (drivers/ecg/heart_rate.py, drivers/ecg/polar_h10.py) ------------
+# RR interval: MDC_ECG_TIME_PD_RR_GL, term 16168 in partition 2 (2 * 65536 + 16168 = 147240),
+# the code the HL7 Germany MII cardiology IG uses for RR in ms; not in protocols.md 7.2, so
+# [U] until checked against NIST RTMMS. Milliseconds: MDC_DIM_MILLI_SEC 4::2194 (seconds
+# 2176 plus the milli offset 18, as mV is volts 4256 plus 18).
+# Single-lead chest ECG (Polar H10): protocols.md 7.2 gives the lead-group code
+# MDC_ECG_ELEC_POTL 131328, used for a lead that is not one of the standard limb leads.
+MILLISECOND = Unit("ms", "MDC_DIM_MILLI_SEC", 264338)
+ECG_RR_INTERVAL = Code("MDC_ECG_TIME_PD_RR_GL", 147240)
+ECG_LEAD_UNSPECIFIED = Code("MDC_ECG_ELEC_POTL", 131328)
+BY_REFID.update({c.refid: c for c in (ECG_RR_INTERVAL, ECG_LEAD_UNSPECIFIED)})
