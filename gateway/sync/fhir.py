@@ -14,6 +14,7 @@ creating a second one.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -114,21 +115,31 @@ def observation(item: OutboxItem, patient: Patient | None, context: FhirContext)
         resource["subject"] = {"identifier": {"system": context.mrn_system, "value": patient.mrn}}
     value = record.get("value")
     unit = record.get("unit") or ""
-    if value is None:
-        resource["dataAbsentReason"] = {"coding": [{"system": ABSENT_SYSTEM, "code": "unknown"}]}
-    else:
-        resource["valueQuantity"] = {
-            "value": value,
-            "unit": unit,
-            "system": UCUM_SYSTEM,
-            "code": unit,
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        resource["dataAbsentReason"] = {
+            "coding": [{"system": ABSENT_SYSTEM, "code": _absent_code(value)}]
         }
+    else:
+        # FHIR forbids empty strings: a unitless value goes without unit, system and code.
+        quantity: dict[str, Any] = {"value": value}
+        if unit:
+            quantity.update({"unit": unit, "system": UCUM_SYSTEM, "code": unit})
+        resource["valueQuantity"] = quantity
     flags = sorted({STATUS_CODES[s] for s in record.get("status", ()) if s in STATUS_CODES})
     if flags:
         resource["interpretation"] = [
             {"coding": [{"system": MEASUREMENT_STATUS, "code": f}]} for f in flags
         ]
     return resource
+
+
+def _absent_code(value: object) -> str:
+    """data-absent-reason for a missing or non-finite value (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "not-a-number"
+    if isinstance(value, float) and math.isinf(value):
+        return "positive-infinity" if value > 0 else "negative-infinity"
+    return "unknown"
 
 
 def batch_bundle(
@@ -168,16 +179,24 @@ def _put(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def entry_statuses(response: Mapping[str, Any]) -> list[int]:
+def entry_statuses(response: object) -> list[int]:
     """HTTP status of each entry of a batch-response Bundle (``"201 Created"`` -> 201).
 
     Raises ``ValueError`` when the answer is not a batch-response.
     """
-    if response.get("resourceType") != "Bundle" or response.get("type") != "batch-response":
+    if (
+        not isinstance(response, Mapping)
+        or response.get("resourceType") != "Bundle"
+        or response.get("type") != "batch-response"
+    ):
         raise ValueError("the answer is not a batch-response Bundle")
+    entries = response.get("entry", [])
+    if not isinstance(entries, list):
+        raise ValueError("the answer's entry is not a list")
     statuses = []
-    for entry in response.get("entry", []):
-        text = str(entry.get("response", {}).get("status", ""))
+    for entry in entries:
+        answer = entry.get("response") if isinstance(entry, Mapping) else None
+        text = str(answer.get("status", "")) if isinstance(answer, Mapping) else ""
         head = text.split(" ", 1)[0]
         if not head.isdigit():
             raise ValueError(f"entry status {text!r} is not an HTTP status")

@@ -21,9 +21,11 @@ after a crash carries the same id and the receiver can drop the duplicate.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import hl7
@@ -156,9 +158,11 @@ def parse_ack(text: str) -> Ack:
     try:
         message = hl7.parse(text)
         msa = message.segment("MSA")
-    except (KeyError, IndexError, ValueError, hl7.ParseException) as exc:
-        raise AckError(f"not an HL7 acknowledgement: {exc}") from None
-    code = str(msa(1)).strip().upper()
+        # Fields a short MSA lacks raise IndexError; python-hl7 asserts on some garbage.
+        code = str(msa(1)).strip().upper()
+        control = str(msa(2))
+    except (KeyError, IndexError, ValueError, AssertionError, hl7.ParseException) as exc:
+        raise AckError(f"not an HL7 acknowledgement: {exc or type(exc).__name__}") from None
     if code not in ("AA", "AE", "AR", "CA", "CE", "CR"):
         raise AckError(f"MSA-1 {code!r} is not an acknowledgement code")
     detail = str(msa(3)) if len(msa) > 3 else ""
@@ -167,7 +171,7 @@ def parse_ack(text: str) -> Ack:
         detail = detail or str(err)
     except KeyError:
         pass
-    return Ack(code, str(msa(2)), detail)
+    return Ack(code, control, detail)
 
 
 def segment(name: str, fields: Mapping[int, object]) -> str:
@@ -225,12 +229,31 @@ def _unit_field(ucum: str | None) -> str:
     return f"{unit.mdc_code}^{unit.mdc_refid}^MDC"
 
 
+def _finite(value: Any) -> Any:
+    """``value``, or ``None`` for a float NaN or infinity (no NM can carry those)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _null_flavour(value: Any) -> str | None:
+    """OBX-8 null flavour of a non-finite value (protocols.md 7.3), else ``None``."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NAN"
+    if isinstance(value, float) and math.isinf(value):
+        return "PINF" if value > 0 else "NINF"
+    return None
+
+
 def _value(value: Any) -> str:
+    """OBX-5 text. Floats in plain decimal: the NM type has no exponent (``1e-05``)."""
+    value = _finite(value)
     if value is None:
         return ""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else escape(value)
+    if isinstance(value, float):
+        text = format(Decimal(repr(value)), "f")
+        return text[:-2] if text.endswith(".0") else text
+    return escape(value)
 
 
 def observation_message(
@@ -267,10 +290,12 @@ def observation_message(
         for row in rows:
             refid = _split_stream(row.stream)[1]
             metric = metrics.setdefault(refid, len(metrics) + 1)
-            value = row.record.get("value")
+            raw = row.record.get("value")
+            value = _finite(raw)
             flags = [STATUS_FLAGS[s] for s in row.record.get("status", ()) if s in STATUS_FLAGS]
-            if value is None and "NAV" not in flags:
-                flags.append("NAV")
+            null = _null_flavour(raw) or "NAV"
+            if value is None and null not in flags:
+                flags.append(null)
             result_status = "X" if value is None or "INV" in flags else "R"
             obx += 1
             segments.append(
@@ -321,7 +346,7 @@ def alert_message(
         event = EVT_LO if "low" in direction else EVT_HI if "high" in direction else EVT_ALARM
         identification = {2: "ST", 3: event, 5: escape(record.get("message", ""))}
         limits = _value(record.get("limit"))
-        value = record.get("value")
+        value = _finite(record.get("value"))
         source = {
             2: "NM" if value is not None else "",
             3: obr4,
@@ -366,8 +391,12 @@ def alert_message(
         {2: "ST", 3: ATTR_PRIORITY, 5: _PRIORITY.get(str(record.get("priority")), "PN")},
         {2: "ST", 3: ATTR_ALERT_TYPE, 5: _TYPE.get(kind, "ST")},
     ]
+    # OBX-4 is <MDS>.<VMD>.<CHAN>.<METRIC>.<FACET> (protocols.md 7.4): the containment of
+    # the alarm's metric, then the facet number.
+    known = codes.code_named(str(metric)) if physiological and metric else None
+    containment = f"1.1.1.{known.cf_code}" if known is not None else "1.0.0.0"
     for number, facet in enumerate(facets, start=1):
-        segments.append(segment("OBX", {1: number, 4: f"1.1.1.{number}", 11: "F", **facet}))
+        segments.append(segment("OBX", {1: number, 4: f"{containment}.{number}", 11: "F", **facet}))
     return Message(control, "\r".join(segments), (item,))
 
 

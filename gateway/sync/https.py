@@ -5,6 +5,8 @@ the system's trust store); a client certificate is sent when configured. Outcome
 status, for the whole request and then per entry of the batch-response:
 
 * 2xx: accepted.
+* 413 (the request is too large): the batch is sent again in halves; a single entry too
+  large is refused for good.
 * 400, 404 (on an entry), 409, 410, 412, 422 and other 4xx on an entry: that resource is
   refused for good (dead letter).
 * 401, 403, 404 (on the request), 405, 408, 429, 5xx, timeouts, TLS and connection
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -65,6 +68,15 @@ class FhirDestination:
         bundle, owners = batch_bundle(carried, batch.patients, self._context)
         body = json.dumps(bundle, separators=(",", ":")).encode()
         response = await self._post(body)
+        if response.status_code == 413 and len(carried) > 1:
+            # Too large for the server (nginx's default limit is 1 MB): not a bad message.
+            # Halves are sent instead of dead-lettering a whole backlog batch by batch.
+            log.warning(
+                "FHIR server refused the batch as too large; sending halves",
+                destination=self.info.name,
+                entries=len(carried),
+            )
+            return await self._send_halves(batch, len(body))
         if response.status_code >= 300:
             reason = f"HTTP {response.status_code} {response.reason_phrase}".strip()
             if _retryable(response.status_code):
@@ -96,6 +108,33 @@ class FhirDestination:
             tuple(retry),
             "server asked to retry some entries" if retry else "",
             sent_bytes=len(body),
+        )
+
+    async def _send_halves(self, batch: Batch, spent: int) -> Delivery:
+        items = batch.items
+        half = len(items) // 2
+        first = await self.send(Batch(items[:half], batch.patients))
+        if first.retry:
+            return replace(
+                first, retry=first.retry + items[half:], sent_bytes=first.sent_bytes + spent
+            )
+        try:
+            second = await self.send(Batch(items[half:], batch.patients))
+        except DestinationUnavailable as exc:
+            if not first.accepted and not first.refused:
+                raise
+            return replace(
+                first,
+                retry=items[half:],
+                retry_reason=str(exc),
+                sent_bytes=first.sent_bytes + spent,
+            )
+        return Delivery(
+            first.accepted + second.accepted,
+            first.refused + second.refused,
+            second.retry,
+            second.retry_reason,
+            sent_bytes=first.sent_bytes + second.sent_bytes + spent,
         )
 
     async def _post(self, body: bytes) -> httpx.Response:

@@ -14,7 +14,7 @@ import contextlib
 import ssl
 
 import structlog
-from hl7.mllp import open_hl7_connection
+from hl7.mllp import InvalidBlockError, open_hl7_connection
 from hl7.mllp.streams import HL7StreamReader, HL7StreamWriter
 
 from drivers.clock import Clock, within
@@ -113,7 +113,7 @@ class MllpDestination:
             block = await within(self._clock, self._timeout, reader.readblock())
         except TimeoutError:
             raise DestinationUnavailable(f"no acknowledgement within {self._timeout:g} s") from None
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, ValueError, InvalidBlockError) as exc:
             raise _ConnectionLost(f"connection lost: {exc or type(exc).__name__}") from None
         try:
             ack = parse_ack(block.decode("utf-8", "replace"))

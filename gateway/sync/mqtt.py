@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,6 +56,9 @@ def _item_json(item: OutboxItem, ids: FhirContext) -> dict[str, Any]:
     if item.kind == "numeric":
         body["code"] = code
     body.update({k: v for k, v in item.record.items() if k != "counts"})
+    value = body.get("value")
+    if isinstance(value, float) and not math.isfinite(value):
+        body["value"] = None  # JSON has no NaN or infinity; strict parsers reject them
     return body
 
 

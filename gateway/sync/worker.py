@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -100,6 +100,26 @@ class SyncStatus:
         }
 
 
+#: Backoff attempts beyond this all wait the backoff's cap.
+_MAX_ATTEMPT = 32
+
+
+def _accounted(items: Sequence[OutboxItem], delivery: Delivery) -> Delivery:
+    """``delivery`` with every sent item it does not mention added to ``retry``: an entry
+    a destination forgot would otherwise stay pending and be resent at once, forever."""
+    seen = {i.outbox_id for i in delivery.accepted}
+    seen.update(i.outbox_id for i in delivery.retry)
+    seen.update(i.outbox_id for r in delivery.refused for i in r.items)
+    missing = tuple(i for i in items if i.outbox_id not in seen)
+    if not missing:
+        return delivery
+    return replace(
+        delivery,
+        retry=delivery.retry + missing,
+        retry_reason=delivery.retry_reason or "destination did not answer for every entry",
+    )
+
+
 class SyncWorker:
     """Drains one destination's outbox until cancelled. See the module docstring."""
 
@@ -127,6 +147,9 @@ class SyncWorker:
         info = destination.info
         self.status = SyncStatus(info.name, info.protocol, info.target)
         self._failures: list[str] = []
+        #: Outbox id of the first entry of a batch whose send raised something other than
+        #: DestinationUnavailable (a bug in an encoder or a library): sent alone next time.
+        self._suspect: int | None = None
 
     @property
     def name(self) -> str:
@@ -162,8 +185,11 @@ class SyncWorker:
     async def step(self) -> None:
         """Send one batch (or wait when there is nothing to send / after a failure)."""
         now = self._clock.wall()
+        # After a destination bug, the suspect entry goes alone, so that only it can be
+        # dead-lettered for it (see _broken).
+        limit = 1 if self._suspect is not None else self.policy.batch
         items: list[OutboxItem] = await self._call(
-            self._store.outbox_batch, self.name, now, self.policy.batch, self._failures
+            self._store.outbox_batch, self.name, now, limit, self._failures
         )
         for problem in self._failures:
             log.error(
@@ -185,6 +211,11 @@ class SyncWorker:
         except DestinationUnavailable as exc:
             await self._failed(str(exc))
             return
+        except Exception as exc:  # a destination's bug must not stop sync (see _broken)
+            await self._broken(items, exc, now)
+            return
+        self._suspect = None
+        delivery = _accounted(items, delivery)
         await self._settle(delivery)
         self.status.backlog = await self._call(self._store.backlog, self.name)
         if delivery.retry:
@@ -280,7 +311,8 @@ class SyncWorker:
             # own threshold before a technician is alarmed.
             self._on_reachable(self.name, False, reason)
         status.last_error = reason
-        delay = self.policy.backoff.delay(status.failures_in_a_row, self._rng)
+        # Capped: past ~1,000 failures (half a day at a 60 s cap) 2.0 ** n overflows a float.
+        delay = self.policy.backoff.delay(min(status.failures_in_a_row, _MAX_ATTEMPT), self._rng)
         status.failures_in_a_row += 1
         status.state = "backing_off"
         status.next_attempt_in = round(delay, 3)
@@ -288,6 +320,28 @@ class SyncWorker:
         # A backoff is not cut short by wake(): an unreachable receiver stays unreachable
         # for a new alarm too, and hammering it would not help the alarm through.
         await self._clock.sleep(delay)
+
+    async def _broken(self, items: list[OutboxItem], exc: Exception, now: float) -> None:
+        """``send`` raised what no destination should (a bug, or a library error it does
+        not map). Never fatal: the batch is retried after a backoff, first entry alone; if
+        that entry alone fails again the same way it is dead-lettered, so one row that an
+        encoder cannot handle never blocks the queue behind it."""
+        log.error(
+            "destination failed unexpectedly",
+            destination=self.name,
+            error=type(exc).__name__,
+            exc_info=exc,
+        )
+        reason = f"destination error: {type(exc).__name__}"
+        head = items[0]
+        if len(items) == 1 and self._suspect == head.outbox_id:
+            self._suspect = None
+            await self._call(self._store.dead_letter, self.name, items, reason, now)
+            self.status.dead_lettered += 1
+            self.status.backlog = await self._call(self._store.backlog, self.name)
+            return
+        self._suspect = head.outbox_id
+        await self._failed(reason)
 
     async def _pause(self, seconds: float) -> None:
         if self._wake.is_set():

@@ -4,16 +4,18 @@ every Bundle with an independent FHIR library; status handling per entry and req
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from pathlib import Path
 
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
 from drivers.clock import ManualClock
 from gateway.sync.delivery import Batch, DestinationUnavailable
-from gateway.sync.fhir import FhirContext, entry_statuses
+from gateway.sync.fhir import FhirContext, batch_bundle, entry_statuses
 from gateway.sync.https import FhirDestination
 from gateway.twin.store import OutboxItem
 from tests.support.fhir_server import fhir_server
@@ -169,3 +171,53 @@ def test_batch_responses_are_read_strictly() -> None:
                 "entry": [{"response": {"status": "fine"}}],
             }
         )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        "Bundle",
+        {"resourceType": "Bundle", "type": "batch-response", "entry": {"response": "200"}},
+        {"resourceType": "Bundle", "type": "batch-response", "entry": ["200 OK"]},
+        {"resourceType": "Bundle", "type": "batch-response", "entry": [{"response": "200"}]},
+    ],
+)
+def test_an_oddly_shaped_answer_is_a_value_error_not_a_crash(answer: object) -> None:
+    # The destination maps ValueError to "retry later"; anything else would be a bug.
+    with pytest.raises(ValueError):
+        entry_statuses(answer)
+
+
+def test_unitless_and_non_finite_values_stay_valid_r4() -> None:
+    def item(row: int, value: float) -> OutboxItem:
+        record = {"value": value, "unit": "", "status": []}
+        stream = "ox-1/MDC_PULS_OXIM_PERF_REL"
+        return OutboxItem(row, "numeric", row, 0, T0, "bed-1", 1, stream, row, T0, record)
+
+    values = [2.0, float("nan"), float("inf"), float("-inf")]
+    bundle, _ = batch_bundle([item(r, v) for r, v in enumerate(values, 1)], {}, CONTEXT)
+    # Strict JSON (no NaN) and valid R4: an empty unit string would fail the validator.
+    text = json.dumps(bundle, allow_nan=False)
+    parsed = Bundle.model_validate(json.loads(text))
+    observations = [e.resource for e in parsed.entry if isinstance(e.resource, Observation)]
+    assert observations[0].valueQuantity.value == 2 and observations[0].valueQuantity.unit is None
+    reasons = [o.dataAbsentReason.coding[0].code for o in observations[1:]]
+    assert reasons == ["not-a-number", "positive-infinity", "negative-infinity"]
+    assert all(o.valueQuantity is None for o in observations[1:])
+
+
+async def test_a_batch_too_large_for_the_server_goes_in_halves_not_to_dead_letters(
+    pki: Pki,
+) -> None:
+    # The receiver is aiohttp with its default 1 MiB body limit (nginx's default is 1 MB
+    # too): ~2,500 observations are over it, so it answers 413 for the whole batch.
+    clock = ManualClock()
+    async with fhir_server(pki.server_context()) as (server, url):
+        dest = destination(url, pki, clock)
+        delivery = await dest.send(Batch(numerics(2500), {1: PATIENT}))
+        await dest.close()
+    assert delivery.refused == () and delivery.retry == ()
+    assert [i.row_id for i in delivery.accepted] == list(range(1, 2501))
+    delivered = [e.request.url for b in server.bundles for e in b.entry if "Obs" in e.request.url]
+    assert len(delivered) == 2500 and len(server.bundles) >= 2

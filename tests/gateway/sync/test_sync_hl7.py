@@ -145,7 +145,8 @@ def test_limit_alarm_is_pcd04_with_all_seven_facets() -> None:
     assert obr[4] == "150456^MDC_PULS_OXIM_SAT_O2^MDC"
     assert obr[29] == "bed-1/ox-1/spo2_low/3"
     obx = fields(message.text, "OBX")
-    assert [o[4] for o in obx] == [f"1.1.1.{n}" for n in range(1, 8)]
+    # The 5th sub-id element numbers the facets (protocols.md 7.4: 1.3.1.150456.1 ...).
+    assert [o[4] for o in obx] == [f"1.1.1.150456.{n}" for n in range(1, 8)]
     assert obx[0][3] == "196670^MDC_EVT_LO^MDC" and obx[0][5] == "SpO2 86 % below 90 %"
     assert (obx[1][3], obx[1][5], obx[1][6], obx[1][7]) == (
         "150456^MDC_PULS_OXIM_SAT_O2^MDC",
@@ -267,7 +268,15 @@ def test_acks_are_understood(code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "garbage", "MSH|^~\\&|X\rPID|1", "MSH|^~\\&|X|Y|||2026||ACK|9|P|2.6\rMSA|ZZ|1"]
+    "text",
+    [
+        "",
+        "garbage",
+        "MSH|^~\\&|X\rPID|1",
+        "MSH|^~\\&|X|Y|||2026||ACK|9|P|2.6\rMSA|ZZ|1",
+        "MSH|^~\\&|X|Y|||2026||ACK|9|P|2.6\rMSA|AA",  # no MSA-2
+        "MSH|\rMSA|AA|1",  # python-hl7 asserts on this one
+    ],
 )
 def test_anything_else_is_not_an_ack(text: str) -> None:
     with pytest.raises(AckError):
@@ -290,3 +299,27 @@ def test_any_device_id_bed_or_value_keeps_the_segment_structure(
     obx = message.segments("OBX")
     assert str(obx[1][3]) == "150456^MDC_PULS_OXIM_SAT_O2^MDC"
     assert message.unescape(str(obx[0][18][0][0])) == device
+
+
+def test_a_technical_alarm_numbers_its_facets_at_the_device_level() -> None:
+    record = {"alarm": "a9", "change": "raised", "alarm_kind": "technical", "priority": "high"}
+    text = alert_message(alarm_item(3, record), sender=SENDER, patient=None, now=T0).text
+    assert [o[4] for o in fields(text, "OBX")] == [f"1.0.0.0.{n}" for n in range(1, 8)]
+
+
+def test_nm_values_never_use_an_exponent_and_non_finite_values_go_as_null_flavours() -> None:
+    items = [
+        numeric_item(1, "MDC_PULS_OXIM_PERF_REL", 1e-05, "1"),
+        numeric_item(2, "MDC_PULS_OXIM_PERF_REL", 2.5e16, "1"),
+        numeric_item(3, "MDC_PULS_OXIM_PERF_REL", float("nan"), "1"),
+        numeric_item(4, "MDC_PULS_OXIM_PERF_REL", float("inf"), "1"),
+        numeric_item(5, "MDC_PULS_OXIM_PERF_REL", float("-inf"), "1"),
+    ]
+    text = observation_message(items, sender=SENDER, patient=PATIENT, now=T0).text
+    obx = fields(text, "OBX")[1:]
+    assert [o[5] for o in obx] == ["0.00001", "25000000000000000", "", "", ""]
+    assert [o[2] for o in obx] == ["NM", "NM", "", "", ""]
+    assert [o[8] for o in obx] == ["", "", "NAN", "PINF", "NINF"]
+    assert [o[11] for o in obx] == ["R", "R", "X", "X", "X"]
+    parsed = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert parsed.validate()

@@ -165,3 +165,25 @@ async def test_mutual_tls_delivers_and_a_server_from_another_ca_is_refused(
             await dest.send(Batch(tuple(numerics(2))))
         await dest.close()
     assert peer.raw == []
+
+
+async def test_a_receiver_answering_without_mllp_framing_is_unavailable_not_a_crash() -> None:
+    """A port that is not an MLLP listener (here: an HTTP server's answer) gives a block
+    python-hl7 calls invalid; that is the receiver's trouble, to retry, not a bug."""
+
+    async def not_mllp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n\x1c\x0d")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_mllp, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dest = destination(port, ManualClock())
+    try:
+        with pytest.raises(DestinationUnavailable, match="connection lost"):
+            await dest.send(Batch(tuple(numerics(1))))
+    finally:
+        await dest.close()
+        server.close()
+        await server.wait_closed()

@@ -122,6 +122,22 @@ def test_payloads_group_runs_of_a_bed_and_kind_in_order() -> None:
     assert json.loads(with_patient[1][1])["patient"] == {"mrn": "MRN-0042"}
 
 
+def test_a_non_finite_value_goes_as_null_in_strict_json() -> None:
+    nan = OutboxItem(
+        1, "numeric", 1, 0, T0, "bed-1", 1, "ox-1/MDC_PULS_OXIM_PERF_REL", 1, T0,
+        {"value": float("nan"), "unit": "1", "status": []},
+    )  # fmt: skip
+    ((_, payload, _),) = payloads(
+        [nan], gateway_id="gw", prefix="bedside", patients={}, include_patient=False
+    )
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    body = json.loads(payload, parse_constant=refuse)
+    assert body["items"][0]["value"] is None
+
+
 async def test_publishes_with_tls_qos1_and_announces_itself(tmp_path: Path, pki: Pki) -> None:
     clock = ManualClock()
     with mosquitto(tmp_path / "broker", pki) as port:

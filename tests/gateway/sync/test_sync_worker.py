@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from drivers.clock import ManualClock
 from gateway.supervisor import Backoff
+from gateway.sync.delivery import Batch, Delivery, DestinationInfo
 from gateway.sync.hl7 import Sender
 from gateway.sync.mllp import MllpDestination
 from gateway.sync.worker import SyncPolicy, SyncWorker
@@ -215,3 +216,78 @@ async def test_expired_entries_are_dropped_not_sent(store: TwinStore) -> None:
     assert spo2_values(peer) == ["96"]
     assert w.status.expired == 1
     assert store.dead_letters("hie")[0]["reason"].startswith("expired")
+
+
+class _Scripted:
+    """A destination whose encoder has a bug: it raises on one value. Everything else is
+    accepted (and recorded) in the order sent; ``forget`` items are left unanswered."""
+
+    def __init__(self, bad: float | None = None, forget: int = 0) -> None:
+        self.info = DestinationInfo("hie", "test", "test://", frozenset({"numeric"}))
+        self.bad = bad
+        self.forget = forget
+        self.sent: list[float] = []
+
+    async def send(self, batch: Batch) -> Delivery:
+        values = [i.record["value"] for i in batch.items]
+        if self.bad in values:
+            raise TypeError("encoder bug")
+        if self.forget:
+            self.forget -= 1
+            return Delivery(accepted=batch.items[:1])
+        self.sent.extend(values)
+        return Delivery(accepted=batch.items)
+
+    async def close(self) -> None:
+        return None
+
+
+def scripted_worker(store: TwinStore, clock: ManualClock, dest: _Scripted) -> SyncWorker:
+    policy = SyncPolicy(batch=5, backoff=Backoff(initial=1.0, cap=60.0, jitter=0.5))
+    return SyncWorker(dest, store, inline, clock, policy, rng=random.Random(3))
+
+
+async def test_a_destination_bug_dead_letters_only_the_row_it_cannot_handle(
+    store: TwinStore,
+) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(80 + i, T0 + i)) for i in range(12)], T0 + 20)
+    dest = _Scripted(bad=87.0)
+    w = scripted_worker(store, clock, dest)
+    task = asyncio.create_task(w.run())
+    await until(lambda: pending(store) == 0, clock=clock, step=1.0, when=resting(w))
+    assert not task.done()  # the bug did not end the worker
+    await stop(task)
+    assert dest.sent == [80.0 + i for i in range(12) if i != 7]
+    letters = store.dead_letters("hie")
+    assert len(letters) == 1 and letters[0]["reason"] == "destination error: TypeError"
+    assert w.status.dead_lettered == 1 and "sync_dead_letters" in w.conditions()
+
+
+async def test_entries_a_destination_does_not_answer_for_are_retried(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(80 + i, T0 + i)) for i in range(3)], T0 + 20)
+    dest = _Scripted(forget=1)
+    w = scripted_worker(store, clock, dest)
+    # It accepts the first and says nothing of the other two: they wait for a retry.
+    task = asyncio.create_task(w.run())
+    await until(lambda: clock.sleepers > 0 and w.status.state == "backing_off")
+    assert pending(store) == 2 and w.status.failures_in_a_row == 1
+    assert "every entry" in w.status.last_error
+    await until(lambda: pending(store) == 0, clock=clock, step=1.0, when=resting(w))
+    await stop(task)
+    assert dest.sent == [81.0, 82.0] and w.status.failures_in_a_row == 0
+
+
+async def test_a_days_long_outage_keeps_backing_off_at_the_cap(store: TwinStore) -> None:
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(90, T0))], T0)
+    w = worker(store, free_port(), clock)
+    # A day and more of failures at the 60 s cap: 2.0 ** n alone would overflow a float.
+    w.status.failures_in_a_row = 5000
+    step = asyncio.create_task(w.step())
+    await until(lambda: clock.sleepers > 0 and w.status.state == "backing_off")
+    assert w.status.failures_in_a_row == 5001
+    assert w.status.next_attempt_in is not None and 30.0 <= w.status.next_attempt_in <= 60.0
+    await clock.advance(60.0)
+    await step
