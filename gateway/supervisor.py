@@ -59,7 +59,9 @@ class Backoff:
     healthy_after: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        base = min(self.cap, self.initial * self.factor ** max(0, attempt))
+        # factor ** attempt overflows a float after ~1000 attempts (an unplugged device
+        # fails every 5 s: about an hour): past 64 attempts the cap has long been reached.
+        base = min(self.cap, self.initial * self.factor ** min(max(0, attempt), 64))
         wait = base * (1.0 - self.jitter * rng.random())
         return max(wait, retry_after or 0.0)
 

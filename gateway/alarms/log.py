@@ -56,6 +56,9 @@ class AlarmLog:
         self.committed_count = 0
         self.failed_attempts = 0
         self.trouble: str | None = None
+        #: Called after each committed record: the daemon wakes the sync workers, so a new
+        #: alarm goes out at once instead of after a bandwidth pause.
+        self.on_committed: Callable[[], None] = lambda: None
 
     @property
     def backlog(self) -> int:
@@ -121,6 +124,7 @@ class AlarmLog:
             if not head.done.done():
                 head.done.set_result(True)
             self.report(None)
+            self.on_committed()
 
     async def _last_try(self, writer: StoreWriter) -> None:
         """Stopping: one attempt at each record still queued, so a clean shutdown loses

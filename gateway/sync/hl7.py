@@ -165,11 +165,16 @@ def parse_ack(text: str) -> Ack:
         raise AckError(f"not an HL7 acknowledgement: {exc or type(exc).__name__}") from None
     if code not in ("AA", "AE", "AR", "CA", "CE", "CR"):
         raise AckError(f"MSA-1 {code!r} is not an acknowledgement code")
-    detail = str(msa(3)) if len(msa) > 3 else ""
+    # Only coded parts of the answer are kept: interface engines often echo the offending
+    # field (a patient's name) in MSA-3 or ERR text, and the reason is logged and stored
+    # in clear. ERR-2 is where the error is, ERR-3 the HL7 error code (table 0357).
+    detail = ""
     try:
         err = message.segment("ERR")
-        detail = detail or str(err)
-    except KeyError:
+        location = str(err(2)) if len(err) > 2 else ""
+        error = str(err(3)) if len(err) > 3 else ""
+        detail = " ".join(p for p in (f"at {location}" if location else "", error) if p)
+    except (KeyError, IndexError, AssertionError):
         pass
     return Ack(code, control, detail)
 
@@ -198,12 +203,17 @@ def _msh(sender: Sender, kind: str, control: str, profile: str, now: float) -> s
     )
 
 
-def _pid(patient: Patient | None) -> str:
+def _pid(patient: Patient | None, authority: str = "") -> str:
     if patient is None:
+        # No patient admitted at the bed: PID-3 stays empty and PV1-3 (the bed) is the only
+        # binding. v2.6 calls PID-3 required, but a made-up identifier (the bed's) could
+        # make an interface engine file one patient's data under another's record.
         return "PID|||"
-    name = "^".join(escape(p) for p in reversed(patient.name.split(" ", 1)))
+    # XPN: family name ^ given names; the last word is taken as the family name.
+    given, _, family = patient.name.strip().rpartition(" ")
+    name = f"{escape(family)}^{escape(given)}" if given else escape(family)
     birth = patient.birth_date.replace("-", "")
-    return f"PID|||{escape(patient.mrn)}^^^^MR||{name}||{escape(birth)}"
+    return f"PID|||{escape(patient.mrn)}^^^{authority}^MR||{name}||{escape(birth)}"
 
 
 def _pv1(sender: Sender, bed_id: str) -> str:
@@ -270,21 +280,38 @@ def observation_message(
     control = control_id("numeric", items)
     segments = [
         _msh(sender, "ORU^R01^ORU_R01", control, PCD01_PROFILE, now),
-        _pid(patient),
+        _pid(patient, escape(sender.facility)),
         _pv1(sender, bed),
     ]
-    by_device: dict[str, list[OutboxItem]] = {}
+    # One OBR per device and observation set: a metric seen again (the next reading of a
+    # run) starts a new set, since OBX-3 + OBX-4 must name one observation per OBR.
+    mds_of: dict[str, int] = {}
+    groups: list[tuple[str, list[OutboxItem]]] = []
+    open_group: dict[str, tuple[set[str], list[OutboxItem]]] = {}
     for item in items:
-        by_device.setdefault(_split_stream(item.stream)[0], []).append(item)
+        device, refid = _split_stream(item.stream)
+        mds_of.setdefault(device, len(mds_of) + 1)
+        current = open_group.get(device)
+        if current is None or refid in current[0]:
+            current = (set(), [])
+            open_group[device] = current
+            groups.append((device, current[1]))
+        current[0].add(refid)
+        current[1].append(item)
     obx = 0
-    for mds, (device, rows) in enumerate(by_device.items(), start=1):
-        placer = f"{control}-{mds}^{sender.hd}"
+    for number, (device, rows) in enumerate(groups, start=1):
+        mds = mds_of[device]
+        placer = f"{control}-{number}^{sender.hd}"
         first = min(r.t for r in rows)
-        segments.append(f"OBR|{mds}|{placer}|{placer}|{MDS_MULTI_PARAM}|||{timestamp(first)}")
-        obx += 1
         segments.append(
-            f"OBX|{obx}||{MDS_MULTI_PARAM}|{mds}.0.0.0|||||||X|||||||"
-            f"{escape(device)}^{escape(sender.application)}^{sender.eui}^EUI-64"
+            segment(
+                "OBR", {1: number, 2: placer, 3: placer, 4: MDS_MULTI_PARAM, 7: timestamp(first)}
+            )
+        )
+        obx += 1
+        equipment = f"{escape(device)}^{escape(sender.application)}^{sender.eui}^EUI-64"
+        segments.append(
+            segment("OBX", {1: obx, 3: MDS_MULTI_PARAM, 4: f"{mds}.0.0.0", 11: "X", 18: equipment})
         )
         metrics: dict[str, int] = {}
         for row in rows:
@@ -378,7 +405,7 @@ def alert_message(
     placer = f"{control}^{sender.hd}"
     segments = [
         _msh(sender, "ORU^R40^ORU_R40", control, PCD04_PROFILE, now),
-        _pid(patient),
+        _pid(patient, escape(sender.facility)),
         _pv1(sender, item.bed_id),
         segment("OBR", {1: 1, 2: placer, 3: placer, 4: obr4, 7: when, 29: instance}),
     ]

@@ -140,7 +140,11 @@ class FhirDestination:
     async def _post(self, body: bytes) -> httpx.Response:
         if self._client is None:
             # httpx's own timeout is a backstop in real time; the clock's decides in tests.
-            self._client = httpx.AsyncClient(verify=self._tls, timeout=self._timeout * 2)
+            # trust_env off: a proxy or CA bundle from the environment must not change
+            # where patient data goes or which certificates are trusted.
+            self._client = httpx.AsyncClient(
+                verify=self._tls, timeout=self._timeout * 2, trust_env=False
+            )
         try:
             return await within(
                 self._clock,

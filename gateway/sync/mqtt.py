@@ -156,7 +156,9 @@ class MqttDestination:
         client = aiomqtt.Client(
             self._host,
             self._port,
-            identifier=self._gateway,
+            # One session per gateway and destination: two destinations on one broker
+            # must not take each other's session over.
+            identifier=f"{self._gateway}-{self.info.name}",
             username=self._username,
             password=self._password,
             tls_context=self._tls,

@@ -72,7 +72,8 @@ class SyncStatus:
     target: str
     state: str = "starting"  # starting, idle, sending, backing_off
     delivered: dict[str, int] = field(default_factory=dict)
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # since this worker started
+    dead_letters_recent: int = 0  # in the store, last 24 h (survives restarts)
     expired: int = 0
     last_success: float | None = None  # UTC seconds
     last_error: str = ""
@@ -90,6 +91,7 @@ class SyncStatus:
             "state": self.state,
             "delivered": dict(self.delivered),
             "dead_letters": self.dead_lettered,
+            "dead_letters_24h": self.dead_letters_recent,
             "expired": self.expired,
             "last_success": self.last_success,
             "last_error": self.last_error,
@@ -98,10 +100,6 @@ class SyncStatus:
             "backlog": {k: int(v["count"]) for k, v in self.backlog.items()},
             "oldest_unsent_age": None if oldest is None else round(now_wall - oldest, 3),
         }
-
-
-#: Backoff attempts beyond this all wait the backoff's cap.
-_MAX_ATTEMPT = 32
 
 
 def _accounted(items: Sequence[OutboxItem], delivery: Delivery) -> Delivery:
@@ -168,9 +166,10 @@ class SyncWorker:
                 f"{self.name} ({self.status.target}) failing for "
                 f"{self._clock.monotonic() - since:.0f} s: {self.status.last_error}"
             )
-        if self.status.dead_lettered:
+        if self.status.dead_letters_recent:
             found["sync_dead_letters"] = (
-                f"{self.status.dead_lettered} message(s) refused by {self.name}; see status"
+                f"{self.status.dead_letters_recent} message(s) refused by {self.name} in the "
+                "last 24 h; see bedside-gateway status and the dead_letters table"
             )
         return found
 
@@ -200,7 +199,7 @@ class SyncWorker:
         items = await self._refuse_uncarried(items, now)
         if not items:
             self.status.state = "idle"
-            self.status.backlog = await self._call(self._store.backlog, self.name)
+            await self._refresh()
             await self._pause(self.policy.idle_poll)
             return
         self.status.state = "sending"
@@ -217,13 +216,20 @@ class SyncWorker:
         self._suspect = None
         delivery = _accounted(items, delivery)
         await self._settle(delivery)
-        self.status.backlog = await self._call(self._store.backlog, self.name)
+        await self._refresh()
         if delivery.retry:
             await self._failed(delivery.retry_reason or "receiver asked to retry")
             return
         self._succeeded()
         if self.policy.bandwidth and delivery.sent_bytes:
             await self._pause(delivery.sent_bytes / self.policy.bandwidth)
+
+    async def _refresh(self) -> None:
+        """Backlog per class and recent dead letters, from the store (for status)."""
+        self.status.backlog = await self._call(self._store.backlog, self.name)
+        self.status.dead_letters_recent = await self._call(
+            self._store.dead_letter_count, self.name, self._clock.wall() - 86400.0
+        )
 
     def _patients(self, admissions: set[int | None]) -> dict[int, Patient | None]:
         """Runs on the store thread: each admission's patient (``None`` if unbound)."""
@@ -247,14 +253,9 @@ class SyncWorker:
         stale = [i for i in items if i.kind in expiry and now - i.created > expiry[i.kind]]
         if not stale:
             return items
-        for kind in {i.kind for i in stale}:
-            await self._call(
-                self._store.dead_letter,
-                self.name,
-                [i for i in stale if i.kind == kind],
-                f"expired: older than {expiry[kind]:g} s",
-                now,
-            )
+        # Done, not dead letters: nobody needs them any more, and a long outage must not
+        # fill the dead-letter table with them.
+        await self._call(self._store.ack, [i.outbox_id for i in stale], now)
         self.status.expired += len(stale)
         log.warning("expired outbox entries dropped", destination=self.name, count=len(stale))
         dropped = {i.outbox_id for i in stale}
@@ -311,12 +312,11 @@ class SyncWorker:
             # own threshold before a technician is alarmed.
             self._on_reachable(self.name, False, reason)
         status.last_error = reason
-        # Capped: past ~1,000 failures (half a day at a 60 s cap) 2.0 ** n overflows a float.
-        delay = self.policy.backoff.delay(min(status.failures_in_a_row, _MAX_ATTEMPT), self._rng)
+        delay = self.policy.backoff.delay(status.failures_in_a_row, self._rng)
         status.failures_in_a_row += 1
         status.state = "backing_off"
         status.next_attempt_in = round(delay, 3)
-        status.backlog = await self._call(self._store.backlog, self.name)
+        await self._refresh()
         # A backoff is not cut short by wake(): an unreachable receiver stays unreachable
         # for a new alarm too, and hammering it would not help the alarm through.
         await self._clock.sleep(delay)
@@ -338,7 +338,7 @@ class SyncWorker:
             self._suspect = None
             await self._call(self._store.dead_letter, self.name, items, reason, now)
             self.status.dead_lettered += 1
-            self.status.backlog = await self._call(self._store.backlog, self.name)
+            await self._refresh()
             return
         self._suspect = head.outbox_id
         await self._failed(reason)

@@ -22,6 +22,13 @@ def test_backoff_doubles_and_caps() -> None:
     assert [policy.delay(n, rng) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
 
 
+def test_backoff_stays_at_the_cap_after_days_of_failures() -> None:
+    # An unplugged device fails every 5 s; 2**1025 would overflow a float after an hour.
+    policy = Backoff(initial=0.5, factor=2.0, cap=5.0, jitter=0.0)
+    assert policy.delay(2000, random.Random()) == 5.0
+    assert policy.delay(10**9, random.Random()) == 5.0
+
+
 def test_jitter_stays_within_its_band_and_varies() -> None:
     policy = Backoff(initial=1.0, factor=2.0, cap=30.0, jitter=0.5)
     rng = random.Random(7)

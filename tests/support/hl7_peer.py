@@ -53,8 +53,10 @@ class _Handler(AbstractHandler):  # type: ignore[misc]
             answer, control = "AA", "not-" + control
         ack = (
             f"MSH|^~\\&|PEER|HOSP|||20260101000000||ACK^R01^ACK|ACK{len(self.state.raw)}|P|2.6\r"
-            f"MSA|{answer}|{control}|{'scripted ' + answer if answer != 'AA' else ''}"
+            f"MSA|{answer}|{control}|{f'scripted {answer} for Lee^Ann' if answer != 'AA' else ''}"
         )
+        if answer != "AA":
+            ack += "\rERR||PID^1^5|101^Required field missing^HL70357|E"
         return f"\x0b{ack}\x1c\x0d"
 
 

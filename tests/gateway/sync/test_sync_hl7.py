@@ -56,6 +56,11 @@ def fields(text: str, name: str) -> list[list[str]]:
     return [seg.split("|") for seg in text.split("\r") if seg.startswith(name + "|")]
 
 
+def metrics(text: str) -> list[list[str]]:
+    """The observation OBX rows, without the device-related (MDS) rows."""
+    return [o for o in fields(text, "OBX") if not o[3].startswith("69965^")]
+
+
 def test_observation_message_is_a_valid_v26_oru_r01_with_pcd01_content() -> None:
     items = [
         numeric_item(10, "MDC_PULS_OXIM_SAT_O2", 96.0, "%"),
@@ -72,7 +77,7 @@ def test_observation_message_is_a_valid_v26_oru_r01_with_pcd01_content() -> None
     assert parsed.msh.msh_10.to_er7() == message.control_id == "N10x3"
 
     pid = fields(message.text, "PID")[0]
-    assert pid[3] == "MRN-0042^^^^MR" and pid[5] == "Lee^Ann" and pid[7] == "19700102"
+    assert pid[3] == "MRN-0042^^^WARD3^MR" and pid[5] == "Lee^Ann" and pid[7] == "19700102"
     obx = fields(message.text, "OBX")
     # One device-related row (MDS, OBX-11 X) then the three metrics in order.
     assert obx[0][3].startswith("69965^") and obx[0][4] == "1.0.0.0" and obx[0][11] == "X"
@@ -99,7 +104,7 @@ def test_a_missing_value_goes_as_empty_nav_x_and_device_flags_map_to_obx8() -> N
         numeric_item(2, "MDC_PULS_OXIM_PULS_RATE", 80.0, "/min", status=["questionable"]),
         numeric_item(3, "MDC_PULS_OXIM_SAT_O2", 90.0, "%", status=["invalid", "early"]),
     ]
-    obx = fields(observation_message(items, sender=SENDER, patient=None, now=T0).text, "OBX")[1:]
+    obx = metrics(observation_message(items, sender=SENDER, patient=None, now=T0).text)
     assert (obx[0][2], obx[0][5], obx[0][8], obx[0][11]) == ("", "", "NAV", "X")
     assert (obx[1][5], obx[1][8], obx[1][11]) == ("80", "QUES", "R")
     assert (obx[2][8], obx[2][11]) == ("INV~EARLY", "X")
@@ -111,10 +116,15 @@ def test_devices_get_their_own_obr_and_mds_numbering() -> None:
         numeric_item(2, "MDC_ECG_HEART_RATE", 61.0, "/min", device="ecg-1"),
         numeric_item(3, "MDC_PULS_OXIM_SAT_O2", 96.0, "%", device="ox-1"),
     ]
-    text = observation_message(items, sender=SENDER, patient=None, now=T0).text
-    assert [o[1] for o in fields(text, "OBR")] == ["1", "2"]
+    text = observation_message(items, sender=SENDER, patient=PATIENT, now=T0).text
+    # ox-1's second SpO2 is another observation of the same metric: its own OBR, so that
+    # no OBR holds two observations with one OBX-3/OBX-4.
+    assert [o[1] for o in fields(text, "OBR")] == ["1", "2", "3"]
+    assert [o[7] for o in fields(text, "OBR")] == [timestamp(T0 + r) for r in (1, 2, 3)]
     sub_ids = [o[4] for o in fields(text, "OBX")]
-    assert sub_ids == ["1.0.0.0", "1.1.1.1", "1.1.1.1", "2.0.0.0", "2.1.1.1"]
+    assert sub_ids == ["1.0.0.0", "1.1.1.1", "2.0.0.0", "2.1.1.1", "1.0.0.0", "1.1.1.1"]
+    parsed = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert parsed.validate()
 
 
 def test_a_patient_free_admission_sends_an_empty_pid() -> None:
@@ -316,7 +326,7 @@ def test_nm_values_never_use_an_exponent_and_non_finite_values_go_as_null_flavou
         numeric_item(5, "MDC_PULS_OXIM_PERF_REL", float("-inf"), "1"),
     ]
     text = observation_message(items, sender=SENDER, patient=PATIENT, now=T0).text
-    obx = fields(text, "OBX")[1:]
+    obx = metrics(text)
     assert [o[5] for o in obx] == ["0.00001", "25000000000000000", "", "", ""]
     assert [o[2] for o in obx] == ["NM", "NM", "", "", ""]
     assert [o[8] for o in obx] == ["", "", "NAN", "PINF", "NINF"]

@@ -90,7 +90,8 @@ async def test_ae_and_ar_dead_letter_that_message_only() -> None:
     assert [i.row_id for i in delivery.accepted] == [1, 2, 7, 8]
     assert [[i.row_id for i in r.items] for r in delivery.refused] == [[3, 4], [5, 6]]
     first = delivery.refused[0].reason
-    assert first.startswith("AE") and "scripted AE" in first
+    assert first == "AE at PID^1^5 101^Required field missing^HL70357"
+    assert "Lee" not in first  # free text that may echo patient data is not kept
     assert delivery.refused[1].reason.startswith("AR")
 
 
