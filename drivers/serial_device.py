@@ -13,16 +13,12 @@ opened or the link drops, ``active=False`` once connected.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from drivers.clock import Clock
-from drivers.device import (
-    DeviceDisconnected,
-    DeviceUnavailable,
-    SerialDeviceModel,
-    SerialSettings,
-)
-from drivers.readings import Condition, DeviceEvent, Reading
+from drivers.device import DeviceUnavailable, SerialDeviceModel, SerialSettings
+from drivers.link import link_event, link_session, publish_all
+from drivers.readings import Reading
 from drivers.transport.serial import SerialTransport
 
 __all__ = ["open_serial", "run_serial_device"]
@@ -49,37 +45,21 @@ async def run_serial_device(
       with its traceback, after publishing DISCONNECTED active ("driver error") so the
       device is never shown as connected while its task is down.
 
-    In every case the transport is closed before the exception leaves.
+    In every case the transport is closed before the exception leaves (the rules are
+    :func:`drivers.link.link_session`'s, shared with the BLE runner).
     """
-    try:
-        try:
-            await transport.open()
-        except DeviceUnavailable as err:
-            publish(_link_event(device_id, clock, active=True, detail=str(err)))
-            raise
+    async with link_session(
+        device_id, publish, clock, on_disconnect=model.on_disconnect, close=transport.close
+    ):
+        await transport.open()
         greeting, readings = model.on_connect(clock.wall())
         if greeting:
             await transport.write(greeting)
-        _publish_all(publish, readings)
-        publish(_link_event(device_id, clock, active=False))
+        publish_all(publish, readings)
+        publish(link_event(device_id, clock, active=False))
         while True:
             data = await transport.read()
-            _publish_all(publish, model.feed(data, clock.wall()))
-    except DeviceDisconnected as err:
-        _publish_all(publish, model.on_disconnect(clock.wall()))
-        publish(_link_event(device_id, clock, active=True, detail=str(err)))
-        raise
-    except DeviceUnavailable:
-        raise
-    except Exception as err:
-        try:
-            _publish_all(publish, model.on_disconnect(clock.wall()))
-        finally:
-            detail = f"driver error: {type(err).__name__}; restarting"
-            publish(_link_event(device_id, clock, active=True, detail=detail))
-        raise
-    finally:
-        await transport.close()
+            publish_all(publish, model.feed(data, clock.wall()))
 
 
 def open_serial(settings: SerialSettings, port: str | None = None) -> SerialTransport:
@@ -99,21 +79,6 @@ def open_serial(settings: SerialSettings, port: str | None = None) -> SerialTran
         bytesize=settings.bytesize,
         parity=settings.parity,
         stopbits=settings.stopbits,
-    )
-
-
-def _publish_all(publish: Callable[[Reading], None], readings: Iterable[Reading]) -> None:
-    for reading in readings:
-        publish(reading)
-
-
-def _link_event(device_id: str, clock: Clock, *, active: bool, detail: str = "") -> DeviceEvent:
-    return DeviceEvent(
-        source=device_id,
-        condition=Condition.DISCONNECTED,
-        active=active,
-        time=clock.wall(),
-        detail=detail,
     )
 
 
