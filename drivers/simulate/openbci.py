@@ -9,11 +9,12 @@ Two halves, as everywhere in ``drivers``:
   :class:`~drivers.simulate.pty.PtyLink`, obeying the driver's commands: like the real
   board it sends nothing until ``b`` (start streaming) and stops on ``s``.
 
-The signal: a PQRST complex (P, Q, R, S and T waves as Gaussian bumps, R about 1.2 mV in
-lead II, QT shortening with rate) at the scenario's heart rate with respiratory baseline
-wander (0.05 mV at 0.25 Hz), scaled per lead (I 0.6, II 1.0, III 0.4 of lead II, so
-Einthoven's I + III = II holds), plus 10 uV of white noise per lead. Channels the settings
-map to a lead carry it; the others carry 2 uV of noise, as a shorted input does. Every 10th
+The signal: a PQRST complex (the beat model of :mod:`drivers.simulate.ecg_synth`: P, Q, R, S
+and T waves as Gaussian bumps, R about 1.2 mV in lead II, QT shortening with rate) at the
+scenario's heart rate with respiratory baseline wander (0.05 mV at 0.25 Hz), scaled per
+lead (I 0.6, II 1.0, III 0.4 of lead II, so Einthoven's I + III = II holds), plus 10 uV of
+white noise per lead. Channels the settings map to a lead carry it; the others carry 2 uV
+of noise, as a shorted input does. Every 10th
 packet carries an accelerometer reading of 1 g on Z (footer 0xC0), the others zeros.
 
 Scenarios (names declared by the driver's ``SPEC.scenarios``):
@@ -62,6 +63,7 @@ from drivers.ecg.openbci import (
     millivolts_per_count,
 )
 from drivers.simulate.device import RECEIVED_KEEP, Burst, PtyDeviceSimulator, default_seed
+from drivers.simulate.ecg_synth import pqrst
 
 #: Packets per step: the simulator writes every 40 ms at 250 Hz.
 PACKETS_PER_STEP: Final = 10
@@ -82,14 +84,6 @@ _HR_TACHY_SWING: Final = 1.0
 _RESP_PERIOD_S: Final = 4.0  # 15 breaths/min
 _RR_JITTER_SD: Final = 0.01  # s, beat-to-beat variation on top of the rate
 
-# Waves relative to the R peak: (amplitude mV in lead II, centre s, width s).
-_P_WAVE: Final = (0.15, -0.16, 0.022)
-_Q_WAVE: Final = (-0.10, -0.03, 0.008)
-_R_WAVE: Final = (1.20, 0.0, 0.010)
-_S_WAVE: Final = (-0.25, 0.03, 0.010)
-_T_AMPLITUDE: Final = 0.30
-_T_CENTRE_PER_SQRT_RR: Final = 0.27  # s: T peak at 0.27 * sqrt(RR), Bazett-like
-_T_WIDTH_PER_SQRT_RR: Final = 0.05
 _BEAT_BEFORE_S: Final = 0.25  # a beat contributes from this long before its R peak
 _BEAT_AFTER_S: Final = 0.6  # ... to this long after
 
@@ -140,23 +134,6 @@ class SimStep:
     packets: tuple[CytonPacket, ...]
     dropped: int
     wire: bytes
-
-
-def _wave(dt: float, amplitude: float, centre: float, width: float) -> float:
-    return amplitude * math.exp(-0.5 * ((dt - centre) / width) ** 2)
-
-
-def pqrst(dt: float, rr: float) -> float:
-    """Lead II potential (mV) of one beat ``dt`` seconds after its R peak, for a beat
-    interval of ``rr`` seconds (the T wave moves with it)."""
-    sqrt_rr = math.sqrt(rr)
-    return (
-        _wave(dt, *_P_WAVE)
-        + _wave(dt, *_Q_WAVE)
-        + _wave(dt, *_R_WAVE)
-        + _wave(dt, *_S_WAVE)
-        + _wave(dt, _T_AMPLITUDE, _T_CENTRE_PER_SQRT_RR * sqrt_rr, _T_WIDTH_PER_SQRT_RR * sqrt_rr)
-    )
 
 
 class CytonScenario:

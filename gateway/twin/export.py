@@ -101,12 +101,12 @@ def export(
         for record in records:
             writer.writerow(_csv_row(record))
         text = buffer.getvalue()
-    _write_private(out, text.encode("utf-8"))
+    write_private(out, text.encode("utf-8"))
     report.files.append(out)
     return report
 
 
-def _write_private(out: Path, data: bytes) -> None:
+def write_private(out: Path, data: bytes) -> None:
     """Write ``data`` to a new file ``out``: mode 0600, never over an existing file, never
     through a symbolic link; a file left half-written by an error is removed."""
     try:

@@ -1,0 +1,138 @@
+"""Per-chunk ECG signal quality: is the signal fit for arrhythmia analysis?
+
+Each chunk is judged on the last :data:`WINDOW_S` seconds of signal (the chunk and what
+came before it), so a judgement does not depend on how the stream is cut:
+
+* **flat**: peak-to-peak below :data:`FLAT_MV` (0.02 mV). A heart in asystole still
+  shows amplifier noise and baseline drift above this; a disconnected or shorted input
+  does not. Index 0.
+* **saturated**: a quarter or more of the window sits exactly on its own maximum or
+  minimum (an amplifier at its rail), or the baseline-free signal spans more than
+  :data:`RANGE_MV` (10 mV, electrode motion). Index 0.
+* **noise**: muscle and mains-like noise measured as the RMS of the signal above
+  :data:`HF_CUTOFF_HZ` (40 Hz, or 0.3 x the rate when that is lower; mains
+  frequency and harmonics notched out first, as the QRS front end removes them too) relative to the
+  spread (5th-95th percentile) of the 1-30 Hz ECG band. A clean ECG's sharpest QRS puts
+  little energy there; EMG puts most of its energy there. The index falls linearly from 1
+  at ratio 0 to 0 at twice :data:`NOISE_RATIO`; at or above :data:`NOISE_RATIO` the chunk
+  is not analysable.
+
+``Quality.index`` is 0..1 (1 clean); ``analysable`` is what rhythm analysis obeys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.analysis.filters import StreamingFilter, bandpass, highpass, mains_filter
+
+WINDOW_S: Final = 1.0
+FLAT_MV: Final = 0.02
+RANGE_MV: Final = 10.0
+RAIL_FRACTION: Final = 0.25
+HF_CUTOFF_HZ: Final = 40.0
+NOISE_RATIO: Final = 0.3
+#: Judge at most this often (s); shorter chunks in between get the last judgement.
+STEP_S: Final = 0.1
+#: High-frequency RMS (mV) below which noise never makes a chunk unanalysable.
+NOISE_FLOOR_MV: Final = 0.03
+
+Problem = Literal["", "flat", "saturated", "noise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Signal quality of one chunk: ``index`` 0..1, ``analysable`` and, if not, why."""
+
+    index: float
+    analysable: bool
+    problem: Problem = ""
+    #: The noise ratio (high-frequency RMS / ECG-band spread) behind the index.
+    noise_ratio: float = 0.0
+
+
+class SignalQuality:
+    """Streaming quality judge for one ECG lead sampled at ``fs`` Hz (125-1000)."""
+
+    def __init__(self, fs: float, *, mains_hz: float = 50.0) -> None:
+        self.fs = fs
+        self._window = max(2, round(WINDOW_S * fs))
+        self._band = bandpass(fs, 1.0, 30.0)
+        # Mains interference is removed by the front end before QRS detection, so it is
+        # not noise that stops analysis: notch it out of the noise band too.
+        self._hf = StreamingFilter.chain(
+            mains_filter(fs, mains_hz), highpass(fs, min(HF_CUTOFF_HZ, 0.3 * fs))
+        )
+        self._step = max(1, round(STEP_S * fs))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past; the next chunk starts a new signal."""
+        self._band.reset()
+        self._hf.reset()
+        self._raw = np.zeros(0)
+        self._ecg = np.zeros(0)
+        self._noise = np.zeros(0)
+        self._since = 0
+        self._last = Quality(1.0, True)
+        self.band = np.zeros(0)
+
+    def feed(self, samples_mV: npt.NDArray[np.float64]) -> Quality:
+        """Judge the window ending with this chunk (samples in mV).
+
+        A chunk shorter than :data:`STEP_S` after the last judgement gets that judgement
+        (the window has barely moved); :attr:`band` is always this chunk's 1-30 Hz band.
+        """
+        x = np.asarray(samples_mV, dtype=np.float64)
+        if len(x) == 0:
+            self.band = np.zeros(0)
+            return self._last
+        finite = bool(np.isfinite(x).all())
+        clean = x if finite else np.where(np.isfinite(x), x, 0.0)
+        self.band = self._band.feed(clean)
+        hf = self._hf.feed(clean)
+        w = self._window
+        self._raw = np.concatenate((self._raw, clean))[-w:]
+        self._ecg = np.concatenate((self._ecg, self.band))[-w:]
+        self._noise = np.concatenate((self._noise, hf))[-w:]
+        if not finite:
+            self._since = 0
+            self._last = Quality(0.0, False, "saturated")
+            return self._last
+        self._since += len(x)
+        if self._since >= self._step or not self._last.analysable:
+            self._since = 0
+            self._last = judge(self._raw, self._ecg, self._noise)
+        return self._last
+
+
+def spread(x: npt.NDArray[np.float64]) -> float:
+    """5th to 95th percentile distance (nearest rank), by partial sort."""
+    n = len(x)
+    lo, hi = int(0.05 * (n - 1)), int(0.95 * (n - 1))
+    part = np.partition(x, (lo, hi))
+    return float(part[hi] - part[lo])
+
+
+def judge(
+    raw: npt.NDArray[np.float64], ecg: npt.NDArray[np.float64], hf: npt.NDArray[np.float64]
+) -> Quality:
+    """Quality of one window: ``raw`` mV, ``ecg`` its 1-30 Hz band, ``hf`` its noise band."""
+    top, bottom = float(raw.max()), float(raw.min())
+    if top - bottom < FLAT_MV:
+        return Quality(0.0, False, "flat")
+    railed = (np.count_nonzero(raw == top) + np.count_nonzero(raw == bottom)) / len(raw)
+    if railed >= RAIL_FRACTION or float(np.ptp(ecg)) > RANGE_MV:
+        return Quality(0.0, False, "saturated")
+    noise_rms = float(np.sqrt(np.mean(hf * hf)))
+    ratio = noise_rms / max(spread(ecg), 1e-6)
+    # Below the floor, noise is amplifier hiss on a quiet signal (asystole): no penalty.
+    effective = ratio * min(1.0, noise_rms / NOISE_FLOOR_MV)
+    index = float(np.clip(1.0 - effective / (2.0 * NOISE_RATIO), 0.0, 1.0))
+    if ratio >= NOISE_RATIO and noise_rms >= NOISE_FLOOR_MV:
+        return Quality(index, False, "noise", ratio)
+    return Quality(index, True, "", ratio)
