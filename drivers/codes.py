@@ -137,3 +137,10 @@ MILLISECOND = Unit("ms", "MDC_DIM_MILLI_SEC", 264338)
 ECG_RR_INTERVAL = Code("MDC_ECG_TIME_PD_RR_GL", 147240)
 ECG_LEAD_UNSPECIFIED = Code("MDC_ECG_ELEC_POTL", 131328)
 BY_REFID.update({c.refid: c for c in (ECG_RR_INTERVAL, ECG_LEAD_UNSPECIFIED)})
+
+# --- ECG analysis (gateway/analysis/service.py) --------------------------------------------
+# PVCs per minute derived by the gateway's rhythm analysis. protocols.md gives no code; the
+# standard term (MDC_ECG_V_P_C_RATE) was not verified, so [U]: a private partition-2 term
+# (0xF200, next to the Masimo block) under a PRIV refid, in /min. Replace once verified.
+ECG_PVC_RATE = Code("MDC_PRIV_ECG_V_P_C_RATE", 193024)  # 2::0xF200
+BY_REFID.update({ECG_PVC_RATE.refid: ECG_PVC_RATE})

@@ -131,10 +131,21 @@ class DriverSpec:
 
 def _builtin_specs() -> list[DriverSpec]:
     # Imported here, not at the top: driver modules import DriverSpec from this module.
-    from drivers.ecg import openbci
-    from drivers.oximetry import contec, masimo, nonin
+    from drivers.ecg import heart_rate, openbci, polar_h10
+    from drivers.infusion import pump
+    from drivers.oximetry import contec, masimo, nonin, plx
 
-    return [nonin.SPEC, contec.SPEC, masimo.SPEC, openbci.SPEC]
+    return [
+        nonin.SPEC,
+        contec.SPEC,
+        masimo.SPEC,
+        openbci.SPEC,
+        plx.SPEC,
+        heart_rate.SPEC,
+        polar_h10.SPEC,
+        pump.TCP_SPEC,
+        pump.RTU_SPEC,
+    ]
 
 
 @functools.cache

@@ -13,16 +13,30 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drivers import registry
 from drivers.capture import CaptureError, read_capture
 from drivers.device import SerialSettings
+from drivers.readings import Priority
+from gateway.alarms.limits import LimitError, Limits, apply_changes, profile
+from gateway.alarms.model import AlarmSettings
+from gateway.alarms.rules import RuleError, event_rules
+from gateway.analysis.settings import AnalysisSettings, RhythmSettings
+from gateway.sync.settings import DestinationConfig, DestinationSection
+from gateway.sync.settings import check as check_destination
 from gateway.twin.vocabulary import Patient, Retention
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -89,17 +103,113 @@ class DeviceSection(BaseModel):
     replay: str | None = Field(default=None, min_length=1)
 
 
+class LimitsSection(_Strict):
+    """One metric's alarm limits in its unit, delay in seconds (gateway/alarms/limits.py)."""
+
+    low: float | None = None
+    high: float | None = None
+    extreme_low: float | None = None
+    extreme_high: float | None = None
+    delay: float | None = None
+
+
+class BedAlarmsSection(_Strict):
+    profile: str | None = None  # adult, paediatric or neonatal; default: [alarms] profile
+    limits: dict[str, LimitsSection] = Field(default_factory=dict)
+
+
+class AlarmsSection(_Strict):
+    """The alarm engine (gateway/alarms); times in seconds."""
+
+    profile: str = "adult"
+    stale_data_seconds: float = Field(default=30.0, gt=0, le=3600)
+    escalate_after_seconds: float = Field(default=120.0, ge=0, le=3600)  # 0: never
+    sync_unreachable_seconds: float = Field(default=300.0, gt=0, le=86400)
+    self_check_interval: float = Field(default=2.0, gt=0, le=60)
+    self_check_timeout: float = Field(default=5.0, gt=0, le=60)
+    expect_page: bool = False
+    sound: str = "bell"  # "none", "bell" or a command run with start/stop
+    priorities: dict[str, str] = Field(default_factory=dict)
+
+
 class BedSection(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
     label: str = ""
     patient: PatientSection | None = None
     devices: list[DeviceSection] = Field(default_factory=list)
+    alarms: BedAlarmsSection = Field(default_factory=BedAlarmsSection)
+
+
+class WebSection(_Strict):
+    """The nurse page: who may see it and how long a login lasts (see gateway/web/auth.py)."""
+
+    require_login_to_view: bool = False
+    users_file: str = Field(default="users.json", min_length=1)  # relative to data_dir
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 7)
+    idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
+    lockout_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+
+
+class BleSection(_Strict):
+    """Bluetooth LE: which bleak backend and adapter (see drivers/transport/ble.py)."""
+
+    # "bluez": real devices through BlueZ; "virtual": the in-process radio of the simulated
+    # ward (drivers/simulate/virtual_ble.py), where simulated BLE devices live.
+    backend: Literal["bluez", "virtual"] = "bluez"
+    adapter: str = Field(default="hci0", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class AnalysisSection(_Strict):
+    """ECG analysis (gateway/analysis): mains frequency, rhythm limits, alarm priorities."""
+
+    mains_hz: Literal[50, 60] = 50
+    asystole_s: float = Field(default=4.0, ge=1.0, le=15.0, description="seconds")
+    pause_s: float = Field(default=2.5, ge=1.0, le=15.0, description="seconds")
+    brady_bpm: float = Field(default=40.0, ge=15.0, le=120.0, description="/min")
+    tachy_bpm: float = Field(default=150.0, ge=60.0, le=300.0, description="/min")
+    pvc_per_minute: float = Field(default=10.0, gt=0, le=100.0)
+    brady_priority: Literal["high", "medium", "low"] = "high"
+    tachy_priority: Literal["high", "medium", "low"] = "high"
+    pause_priority: Literal["high", "medium", "low"] = "medium"
+    afib_priority: Literal["high", "medium", "low"] = "medium"
+    ectopy_priority: Literal["high", "medium", "low"] = "low"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnalysisSection:
+        if self.pause_s > self.asystole_s:
+            raise ValueError("pause_s must not exceed asystole_s; lower pause_s")
+        if self.brady_bpm >= self.tachy_bpm:
+            raise ValueError("brady_bpm must be below tachy_bpm; fix one of them")
+        return self
+
+    def settings(self) -> AnalysisSettings:
+        return AnalysisSettings(
+            mains_hz=float(self.mains_hz),
+            rhythm=RhythmSettings(
+                asystole_s=self.asystole_s,
+                pause_s=self.pause_s,
+                brady_bpm=self.brady_bpm,
+                tachy_bpm=self.tachy_bpm,
+                pvc_per_minute=self.pvc_per_minute,
+            ),
+            brady_priority=Priority(self.brady_priority),
+            tachy_priority=Priority(self.tachy_priority),
+            pause_priority=Priority(self.pause_priority),
+            afib_priority=Priority(self.afib_priority),
+            ectopy_priority=Priority(self.ectopy_priority),
+        )
 
 
 class ConfigFile(_Strict):
     gateway: GatewaySection
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    web: WebSection = Field(default_factory=WebSection)
+    alarms: AlarmsSection = Field(default_factory=AlarmsSection)
+    ble: BleSection = Field(default_factory=BleSection)
     beds: list[BedSection] = Field(min_length=1, max_length=16)
+    destinations: list[DestinationSection] = Field(default_factory=list, max_length=8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +235,28 @@ class BedConfig:
     label: str
     devices: tuple[DeviceConfig, ...]
     patient: Patient | None = None
+    limit_profile: str = "adult"
+    limits: dict[str, Limits] | None = None  # None: the profile's defaults
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Page login settings; times in seconds."""
+
+    users_file: Path | None = None  # None: no users, nobody can log in
+    require_login_to_view: bool = False
+    session_lifetime: float = 12 * 3600.0
+    idle_timeout: float = 30 * 60.0
+    max_failed_logins: int = 5
+    lockout: float = 5 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BleConfig:
+    """Bluetooth LE backend ("bluez" or "virtual") and adapter name."""
+
+    backend: Literal["bluez", "virtual"] = "bluez"
+    adapter: str = "hci0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +280,11 @@ class Config:
     beds: tuple[BedConfig, ...]
     simulation: bool
     store: StoreConfig
+    web: WebConfig = WebConfig()
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    ble: BleConfig = BleConfig()
+    destinations: tuple[DestinationConfig, ...] = ()
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
     @property
     def devices(self) -> list[tuple[BedConfig, DeviceConfig]]:
@@ -209,6 +346,7 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
             device = _device(dev, where, raw["beds"][b]["devices"][d], problems, name, base)
             if device is not None:
                 devices.append(device)
+                _check_ble(device, where, parsed.ble, problems, name)
         patient = None
         if bed.patient is not None and not parsed.gateway.simulation:
             problems.append(
@@ -218,7 +356,23 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
             )
         elif bed.patient is not None:
             patient = Patient(bed.patient.name, bed.patient.mrn, bed.patient.birth_date.isoformat())
-        beds.append(BedConfig(bed.id, bed.label or bed.id, tuple(devices), patient))
+        limit_profile, limits = _bed_limits(bed.alarms, parsed.alarms, f"beds[{b}]", problems, name)
+        beds.append(
+            BedConfig(bed.id, bed.label or bed.id, tuple(devices), patient, limit_profile, limits)
+        )
+    _check_alarms(parsed.alarms, problems, name)
+    destinations: list[DestinationConfig] = []
+    named: set[str] = set()
+    for i, wanted in enumerate(parsed.destinations):
+        if wanted.name in named:
+            problems.append(
+                f"{name}: destinations[{i}].name: duplicate name {wanted.name!r}; "
+                "give every destination its own name"
+            )
+        named.add(wanted.name)
+        checked = check_destination(wanted, f"destinations[{i}]", base, problems, name)
+        if checked is not None:
+            destinations.append(checked)
     if problems:
         raise ConfigError(problems)
 
@@ -256,6 +410,67 @@ def parse(raw: dict[str, Any], *, path: Path, data_dir: Path | None = None) -> C
         beds=tuple(beds),
         simulation=parsed.gateway.simulation,
         store=store,
+        analysis=parsed.analysis.settings(),
+        web=WebConfig(
+            users_file=_under(root, parsed.web.users_file),
+            require_login_to_view=parsed.web.require_login_to_view,
+            session_lifetime=parsed.web.session_hours * 3600.0,
+            idle_timeout=parsed.web.idle_minutes * 60.0,
+            max_failed_logins=parsed.web.max_failed_logins,
+            lockout=parsed.web.lockout_minutes * 60.0,
+        ),
+        ble=BleConfig(backend=parsed.ble.backend, adapter=parsed.ble.adapter),
+        alarms=_alarm_settings(parsed.alarms),
+        destinations=tuple(destinations),
+    )
+
+
+def _under(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
+
+
+def _bed_limits(
+    section: BedAlarmsSection, alarms: AlarmsSection, where: str, problems: list[str], name: str
+) -> tuple[str, dict[str, Limits] | None]:
+    """A bed's limit profile and limits (its overrides applied and checked for sanity)."""
+    chosen = section.profile or alarms.profile
+    try:
+        limits = profile(chosen)
+    except LimitError as exc:
+        where_ = f"{where}.alarms.profile" if section.profile else "alarms.profile"
+        problems.append(f"{name}: {where_}: {exc}")
+        return chosen, None
+    changes = {m: v.model_dump(exclude_unset=True) for m, v in section.limits.items()}
+    try:
+        return chosen, apply_changes(limits, changes)
+    except LimitError as exc:
+        problems.append(f"{name}: {where}.alarms.limits: {exc}; fix or remove it")
+        return chosen, None
+
+
+def _check_alarms(alarms: AlarmsSection, problems: list[str], name: str) -> None:
+    try:
+        event_rules(alarms.priorities)
+    except RuleError as exc:
+        problems.append(f"{name}: alarms.priorities: {exc}")
+    if alarms.self_check_timeout < alarms.self_check_interval:
+        problems.append(
+            f"{name}: alarms.self_check_timeout: must be at least self_check_interval "
+            f"({alarms.self_check_interval:g} s), or every heartbeat would count as late"
+        )
+
+
+def _alarm_settings(alarms: AlarmsSection) -> AlarmSettings:
+    return AlarmSettings(
+        stale_data_after=alarms.stale_data_seconds,
+        escalate_after=alarms.escalate_after_seconds or None,
+        sync_unreachable_after=alarms.sync_unreachable_seconds,
+        priorities=tuple(sorted(alarms.priorities.items())),
+        self_check_interval=alarms.self_check_interval,
+        self_check_timeout=alarms.self_check_timeout,
+        expect_page=alarms.expect_page,
+        sound=alarms.sound,
     )
 
 
@@ -310,6 +525,24 @@ def _device(
                 "gateway; remove port, or remove simulate/replay"
             )
     return DeviceConfig(dev.id, dev.driver, settings, dev.simulate, replay)
+
+
+def _check_ble(
+    device: DeviceConfig, where: str, ble: BleSection, problems: list[str], name: str
+) -> None:
+    """A simulated BLE device lives on the virtual radio: only that backend can reach it."""
+    if registry.get(device.driver).transport != "ble":
+        return
+    if device.replay is not None:
+        problems.append(
+            f"{name}: {where}.replay: BLE devices are not replayed from captures; use "
+            'simulate = "<scenario>" or a real device'
+        )
+    if device.simulate is not None and ble.backend != "virtual":
+        problems.append(
+            f"{name}: {where}.simulate: a simulated BLE device needs the virtual radio; "
+            'set [ble] backend = "virtual", or remove simulate to use a real device'
+        )
 
 
 def _replay_file(

@@ -110,7 +110,7 @@ def test_patient_is_bound_from_the_bed_table(tmp_path: Path) -> None:
 
 def test_the_shipped_config_is_valid() -> None:
     config = load(ROOT / "config.toml")
-    assert len(config.beds) == 4
+    assert len(config.beds) == 5
     assert all(d.simulate for _, d in config.devices)
 
 
@@ -266,7 +266,7 @@ def test_run_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
 def test_check_config_accepts_the_shipped_config() -> None:
     result = run_cli("check-config", "--config", str(ROOT / "config.toml"))
     assert result.returncode == 0, result.stderr
-    assert "4 beds" in result.stdout
+    assert "5 beds" in result.stdout
 
 
 def test_replay_device_needs_a_readable_capture(tmp_path: Path) -> None:
