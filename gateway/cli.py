@@ -18,7 +18,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -29,6 +29,7 @@ from drivers import registry
 from drivers.capture import CaptureError, decode, read_capture, read_raw, reading_to_json
 from drivers.clock import SystemClock
 from drivers.device import SerialDeviceModel
+from drivers.readings import Reading
 from gateway import __version__
 from gateway.config import Config, ConfigError, load
 from gateway.instance import DataDirInUse, InstanceLock
@@ -823,18 +824,24 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         print(f"decode: {args.file}: no such file", file=sys.stderr)
         return EXIT_USAGE
     baud = getattr(settings, "baudrate", 9600)
-    chunks = read_raw(args.file, baud / 10) if args.raw else read_capture(args.file)
-    out = sys.stdout
+    file = args.file
+    return _print_readings(
+        model, lambda: decode(model, read_raw(file, baud / 10) if args.raw else read_capture(file))
+    )
+
+
+def _print_readings(model: Any, readings: Callable[[], Iterable[Reading]]) -> int:
+    """``decode``'s output for every transport: one JSON line per reading on stdout, then
+    the codec's counters on stderr; a bad capture line is a usage error (exit 2)."""
     try:
-        for reading in decode(model, chunks):
-            out.write(json.dumps(reading_to_json(reading)) + "\n")
+        for reading in readings():
+            sys.stdout.write(json.dumps(reading_to_json(reading)) + "\n")
     except CaptureError as exc:
         print(f"decode: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK
-    counters = model.counters.as_dict()
-    print(f"decode: {json.dumps(counters)}", file=sys.stderr)
+    print(f"decode: {json.dumps(model.counters.as_dict())}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -1105,16 +1112,7 @@ def _decode_ble(args: argparse.Namespace, model: Any) -> int:
     if not args.file.is_file():
         print(f"decode: {args.file}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        for reading in decode_ble(model, read_ble_capture(args.file)):
-            sys.stdout.write(json.dumps(reading_to_json(reading)) + "\n")
-    except CaptureError as exc:
-        print(f"decode: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        return EXIT_OK
-    print(f"decode: {json.dumps(model.counters.as_dict())}", file=sys.stderr)
-    return EXIT_OK
+    return _print_readings(model, lambda: decode_ble(model, read_ble_capture(args.file)))
 
 
 # -- Modbus: scan, capture, decode (logic in drivers/infusion/scan.py and capture.py) ---------
@@ -1235,16 +1233,7 @@ def _decode_modbus(args: argparse.Namespace, model: Any) -> int:
     if not args.file.is_file():
         print(f"decode: {args.file}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        for reading in decode_polls(model, read_modbus_capture(args.file)):
-            sys.stdout.write(json.dumps(reading_to_json(reading)) + "\n")
-    except CaptureError as exc:
-        print(f"decode: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        return EXIT_OK
-    print(f"decode: {json.dumps(model.counters.as_dict())}", file=sys.stderr)
-    return EXIT_OK
+    return _print_readings(model, lambda: decode_polls(model, read_modbus_capture(args.file)))
 
 
 # -- status ---------------------------------------------------------------------------------
