@@ -43,7 +43,7 @@ LAG_LIMIT = 1.0
 LAG_INTERVAL = 0.5
 
 #: Store conditions that fail ``/healthz``; others are reported as warnings.
-FAILING_STORE_CONDITIONS = frozenset({"store_failing", "store_full"})
+FAILING_STORE_CONDITIONS = frozenset({"store_failing", "store_full", "store_file_lost"})
 
 #: Gateway-level alarm conditions that mean the alarm path itself is broken (the names of
 #: ``ALARM_PATH_FAILED`` and ``ALARM_LOG_FAILING`` in gateway/alarms/rules.py; spelled out so

@@ -76,6 +76,7 @@ GATEWAY_RULES: Mapping[str, Rule] = {
     "store_failing": Rule(_T, _M, 0.0, "Store failing"),
     "store_space_low": Rule(_T, _L, 0.0, "Store space low"),
     "store_wal_not_purged": Rule(_T, _L, 0.0, "Store log not purged"),
+    "store_file_lost": Rule(_T, _M, 0.0, "Store file deleted"),
     ALARM_LOG_FAILING: Rule(_T, _H, 0.0, "Alarm log not recording"),
     SYNC_UNREACHABLE: Rule(_T, _M, 0.0, "Central system unreachable"),
     ALARM_PATH_FAILED: Rule(_T, _H, 0.0, "Alarm display not confirming"),

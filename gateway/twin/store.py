@@ -201,6 +201,9 @@ class TwinStore:
         self.wal_purge_pending = False
         self._closed = False
         self.db = _connect(path)
+        # Which file was opened: a database deleted or replaced under an open connection goes
+        # on accepting writes that the next start never sees (file_problem reports it).
+        self._file_id = _file_id(path)
         try:
             self.version = migrate(self.db.conn, _migration_files(migrations))
             self.db.conn.execute("PRAGMA foreign_keys = ON")
@@ -887,6 +890,14 @@ class TwinStore:
             )
         )
 
+    def dead_letter_count(self, destination: str, since: float) -> int:
+        """Dead letters of ``destination`` refused at or after ``since`` (UTC seconds)."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM dead_letters WHERE destination = ? AND t >= ?",
+            (destination, since),
+        ).fetchone()
+        return int(row[0])
+
     def backlog(self, destination: str) -> dict[str, dict[str, float | int]]:
         """Pending entries of ``destination`` per kind: count and oldest ``created``."""
         return {
@@ -1049,6 +1060,10 @@ class TwinStore:
             done["audit_log"] = self._delete_synced("audit", "t < ?", (now - retention.alarms,))
             done["admissions_shredded"] = self._shred_due(
                 now - max(retention.discharged, retention.alarms), now
+            )
+            # Dead letters point at rows that retention deletes: keep them as long.
+            self.db.conn.execute(
+                "DELETE FROM dead_letters WHERE t < ?", (now - retention.numerics,)
             )
             self.db.conn.execute(
                 "DELETE FROM outbox WHERE acked IS NOT NULL AND acked < ?", (now - 86400.0,)
@@ -1237,6 +1252,16 @@ class TwinStore:
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         return free * size
+
+    def file_problem(self) -> str | None:
+        """Why the open database is no longer the file at :attr:`path` (deleted, or replaced
+        by another file), or ``None``: rows committed then are lost at the next start."""
+        now = _file_id(self.path)
+        if now is None:
+            return f"{self.path} was deleted while open; restart the gateway to store again"
+        if now != self._file_id:
+            return f"{self.path} was replaced while open; restart the gateway to use it"
+        return None
 
     def integrity(self) -> str:
         return str(self.db.conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -1482,3 +1507,12 @@ def _unpack_samples(plain: bytes) -> tuple[dict[str, Any], npt.NDArray[np.int64]
     if header.pop("raw", False):
         return header, np.frombuffer(body, dtype="<i4").astype(np.int64)
     return header, decode_block(body).astype(np.int64)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or ``None`` when it does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

@@ -8,7 +8,8 @@ batches, and the wait before a reading is stored is bounded by one commit's dura
 (``stored`` per device) only after its commit returned.
 
 Running short of space is a technical condition (``store_space_low``: free disk below
-``min_free_bytes`` or data above 90 % of the quota; ``store_full``: a commit was refused):
+``min_free_bytes`` or data above 90 % of the quota; ``store_full``: a commit was refused;
+``store_file_lost``: the database file was deleted or replaced under the open connection):
 the oldest waveform blocks are evicted first, synced ones before unsynced ones; alarms,
 events and numerics are never evicted for space. Deleting rows does not shrink the file (its
 pages go to SQLite's free list and are reused), so free pages of the file count as free
@@ -242,6 +243,13 @@ class StoreWriter:
                 self._clear("store_wal_not_purged")
 
     async def _check_space(self) -> None:
+        # Checked with the space: a deleted database file still takes commits (to an inode
+        # nobody can reach), so only this check can tell that they will be lost.
+        lost = self.store.file_problem()
+        if lost is not None:
+            self._raise("store_file_lost", lost)
+        else:
+            self._clear("store_file_lost")
         used, reusable = await self._in_thread(self._space_figures)
         short = self._shortfall(used, reusable)
         if short > 0:

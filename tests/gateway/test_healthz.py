@@ -134,6 +134,9 @@ def test_verdict_store_writer_crash_and_warnings() -> None:
     low = verdict(_health(store={"conditions": {"store_space_low": "5 bytes short"}}), [])
     assert low.healthy and low.degraded
     assert low.store.warnings == ("store_space_low: 5 bytes short",)
+    # A database deleted under the running gateway takes commits nobody will see again.
+    lost = verdict(_health(store={"conditions": {"store_file_lost": "twin.sqlite deleted"}}), [])
+    assert not lost.healthy
 
 
 def test_verdict_alarm_path() -> None:
