@@ -14,6 +14,7 @@ creating a second one.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,13 @@ class FhirContext:
         )
 
     def device_id(self, device: str) -> str:
-        return self.resource_id("device", device)
+        return _device_uuid(self.gateway_id, device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_uuid(gateway_id: str, device: str) -> str:
+    # A ward has a few dozen devices and every observation names one: computed once each.
+    return FhirContext(gateway_id).resource_id("device", device)
 
 
 def _split(stream: str) -> tuple[str, str]:

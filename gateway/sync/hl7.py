@@ -73,6 +73,12 @@ ALARM_PHASES: Mapping[str, str] = {
 _PRIORITY = {"high": "PH", "medium": "PM", "low": "PL"}
 _TYPE = {"physiological": "SP", "technical": "ST"}
 _DELIMITER_ESCAPES = {"|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\\": "\\E\\"}
+#: One translation table (a single C-level pass per string): delimiters, then control
+#: characters as hex data.
+_ESCAPE_TABLE = {
+    **{c: f"\\X{c:02X}\\" for c in (*range(0x20), 0x7F)},
+    **{ord(k): v for k, v in _DELIMITER_ESCAPES.items()},
+}
 
 
 def escape(text: object) -> str:
@@ -82,15 +88,7 @@ def escape(text: object) -> str:
     python-hl7's own escaper hex-encodes every non-ASCII character as one code point,
     which a receiver decoding UTF-8 hex data reads as different text.
     """
-    out = []
-    for char in str(text):
-        if char in _DELIMITER_ESCAPES:
-            out.append(_DELIMITER_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\X{ord(char):02X}\\")
-        else:
-            out.append(char)
-    return "".join(out)
+    return str(text).translate(_ESCAPE_TABLE)
 
 
 def timestamp(t: float) -> str:
@@ -186,7 +184,11 @@ def segment(name: str, fields: Mapping[int, object]) -> str:
     components with ``^`` themselves.
     """
     last = max(fields, default=0)
-    return "|".join([name, *(str(fields.get(i, "")) for i in range(1, last + 1))])
+    values = [""] * (last + 1)
+    values[0] = name
+    for number, value in fields.items():
+        values[number] = str(value)
+    return "|".join(values)
 
 
 def control_id(kind: str, items: Sequence[OutboxItem]) -> str:
