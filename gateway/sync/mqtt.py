@@ -23,6 +23,7 @@ offline on the status topic when the connection dies without a goodbye.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -42,6 +43,8 @@ from gateway.twin.vocabulary import Patient
 log = structlog.get_logger(__name__)
 
 MQTT_KINDS = frozenset({"alarm", "event", "numeric"})
+#: Publishes awaiting their PUBACK at once (paho's default in-flight window is 20).
+_IN_FLIGHT = 8
 _TOPIC_OF_KIND = {"numeric": "numerics", "alarm": "alarms", "event": "events"}
 
 
@@ -188,16 +191,40 @@ class MqttDestination:
             include_patient=self._include_patient,
         )
         client = await self._connected()
+        # Several messages in flight at once (QoS 1 keeps one client's messages in order):
+        # waiting for each PUBACK before the next would make the round trip, not the
+        # broker, the limit. Confirmed is the prefix up to the first failure; what follows
+        # it is sent again (at-least-once; the ids let a receiver drop repeats).
+        results: list[BaseException | None] = []
+        for start in range(0, len(messages), _IN_FLIGHT):
+            window = messages[start : start + _IN_FLIGHT]
+            try:
+                done = await within(
+                    self._clock,
+                    self._timeout,
+                    asyncio.gather(
+                        *(client.publish(topic, payload, qos=1) for topic, payload, _ in window),
+                        return_exceptions=True,
+                    ),
+                )
+            except TimeoutError:
+                done = [TimeoutError(f"no PUBACK within {self._timeout:g} s")] * len(window)
+            results.extend(done)
+            if any(isinstance(r, BaseException) for r in done):
+                results.extend([TimeoutError("not sent")] * (len(messages) - len(results)))
+                break
         accepted: list[OutboxItem] = []
         sent = 0
-        for index, (topic, payload, carried) in enumerate(messages):
-            try:
-                await within(self._clock, self._timeout, client.publish(topic, payload, qos=1))
-            except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
+        for index, ((_topic, payload, carried), result) in enumerate(
+            zip(messages, results, strict=True)
+        ):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (TimeoutError, aiomqtt.MqttError, OSError)):
+                    raise result  # a bug, not the broker: the worker deals with it
                 await self._drop()
-                reason = f"publish to {self.info.target} failed: {exc or type(exc).__name__}"
+                reason = f"publish to {self.info.target} failed: {result or type(result).__name__}"
                 if not accepted:
-                    raise DestinationUnavailable(reason) from None
+                    raise DestinationUnavailable(reason)
                 rest = tuple(i for _, _, c in messages[index:] for i in c)
                 return Delivery(tuple(accepted), (), rest, reason, sent_bytes=sent)
             accepted.extend(carried)
