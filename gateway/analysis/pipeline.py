@@ -68,9 +68,8 @@ class EcgPipeline:
     def feed(self, samples_mV: npt.NDArray[np.float64]) -> PipelineOutput:
         """Analyse the next chunk (mV). Non-finite samples count as unanalysable signal."""
         x = np.asarray(samples_mV, dtype=np.float64)
-        finite = np.isfinite(x)
         quality: Quality = self.quality.feed(x)
-        clean = x if bool(finite.all()) else np.where(finite, x, 0.0)
+        clean = self.quality.clean  # non-finite samples zeroed, checked once
         beats = self.beats.feed(clean)
         out = self.rhythm.feed(clean, beats, quality, self.quality.band)
         self.samples_fed += len(x)

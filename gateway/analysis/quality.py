@@ -22,6 +22,7 @@ came before it), so a judgement does not depend on how the stream is cut:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -74,31 +75,34 @@ class SignalQuality:
         """Forget the past; the next chunk starts a new signal."""
         self._band.reset()
         self._hf.reset()
-        self._raw = np.zeros(0)
-        self._ecg = np.zeros(0)
-        self._noise = np.zeros(0)
+        # Raw, band and noise signal, newest at ``_end``; the window is the ``_filled``
+        # samples before it. The block holds several windows so that the samples move
+        # back to its start only once every few windows, not at every chunk.
+        self._windows = np.zeros((3, 4 * self._window))
+        self._end = 0
+        self._filled = 0
         self._since = 0
         self._last = Quality(1.0, True)
         self.band = np.zeros(0)
+        self.clean = np.zeros(0)
 
     def feed(self, samples_mV: npt.NDArray[np.float64]) -> Quality:
         """Judge the window ending with this chunk (samples in mV).
 
         A chunk shorter than :data:`STEP_S` after the last judgement gets that judgement
-        (the window has barely moved); :attr:`band` is always this chunk's 1-30 Hz band.
+        (the window has barely moved); :attr:`band` is always this chunk's 1-30 Hz band
+        and :attr:`clean` the chunk with non-finite samples set to 0 mV.
         """
         x = np.asarray(samples_mV, dtype=np.float64)
         if len(x) == 0:
-            self.band = np.zeros(0)
+            self.band = self.clean = np.zeros(0)
             return self._last
         finite = bool(np.isfinite(x).all())
         clean = x if finite else np.where(np.isfinite(x), x, 0.0)
+        self.clean = clean
         self.band = self._band.feed(clean)
         hf = self._hf.feed(clean)
-        w = self._window
-        self._raw = np.concatenate((self._raw, clean))[-w:]
-        self._ecg = np.concatenate((self._ecg, self.band))[-w:]
-        self._noise = np.concatenate((self._noise, hf))[-w:]
+        self._push(clean, self.band, hf)
         if not finite:
             self._since = 0
             self._last = Quality(0.0, False, "saturated")
@@ -106,8 +110,24 @@ class SignalQuality:
         self._since += len(x)
         if self._since >= self._step or not self._last.analysable:
             self._since = 0
-            self._last = judge(self._raw, self._ecg, self._noise)
+            self._last = judge(self._windows[:, self._end - self._filled : self._end])
         return self._last
+
+    def _push(self, *signals: npt.NDArray[np.float64]) -> None:
+        """Append one chunk of raw, band and noise signal to the windows."""
+        buf, w, k = self._windows, self._window, len(signals[0])
+        if k >= w:
+            signals = tuple(y[-w:] for y in signals)
+            k, self._end, self._filled = w, 0, 0
+        elif self._end + k > buf.shape[1]:
+            kept = self._filled  # <= w, and the block is 4 w long: no overlap
+            buf[:, :kept] = buf[:, self._end - kept : self._end]
+            self._end = kept
+        end = self._end
+        for row, y in zip(buf, signals, strict=True):
+            row[end : end + k] = y
+        self._end = end + k
+        self._filled = min(w, self._filled + k)
 
 
 def spread(x: npt.NDArray[np.float64]) -> float:
@@ -118,21 +138,23 @@ def spread(x: npt.NDArray[np.float64]) -> float:
     return float(part[hi] - part[lo])
 
 
-def judge(
-    raw: npt.NDArray[np.float64], ecg: npt.NDArray[np.float64], hf: npt.NDArray[np.float64]
-) -> Quality:
-    """Quality of one window: ``raw`` mV, ``ecg`` its 1-30 Hz band, ``hf`` its noise band."""
-    top, bottom = float(raw.max()), float(raw.min())
+def judge(window: npt.NDArray[np.float64]) -> Quality:
+    """Quality of one window, shape (3, n): raw mV, its 1-30 Hz band, its noise band."""
+    raw, ecg, hf = window
+    # Extremes of raw and band in one reduction each (numpy's per-call cost dominates).
+    top, ecg_top = window[:2].max(axis=1).tolist()
+    bottom, ecg_bottom = window[:2].min(axis=1).tolist()
     if top - bottom < FLAT_MV:
         return Quality(0.0, False, "flat")
     railed = (np.count_nonzero(raw == top) + np.count_nonzero(raw == bottom)) / len(raw)
-    if railed >= RAIL_FRACTION or float(np.ptp(ecg)) > RANGE_MV:
+    if railed >= RAIL_FRACTION or ecg_top - ecg_bottom > RANGE_MV:
         return Quality(0.0, False, "saturated")
-    noise_rms = float(np.sqrt(np.mean(hf * hf)))
+    # sum / n is what np.mean computes, without its Python-level dispatch.
+    noise_rms = math.sqrt(float(np.square(hf).sum()) / len(hf))
     ratio = noise_rms / max(spread(ecg), 1e-6)
     # Below the floor, noise is amplifier hiss on a quiet signal (asystole): no penalty.
     effective = ratio * min(1.0, noise_rms / NOISE_FLOOR_MV)
-    index = float(np.clip(1.0 - effective / (2.0 * NOISE_RATIO), 0.0, 1.0))
+    index = min(1.0, max(0.0, 1.0 - effective / (2.0 * NOISE_RATIO)))
     if ratio >= NOISE_RATIO and noise_rms >= NOISE_FLOOR_MV:
         return Quality(index, False, "noise", ratio)
     return Quality(index, True, "", ratio)

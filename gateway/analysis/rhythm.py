@@ -48,14 +48,16 @@ VF must not silence the VF alarm.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft  # type: ignore[import-untyped]
 
 from gateway.analysis.filters import bandpass
 from gateway.analysis.quality import Quality, spread
@@ -80,7 +82,12 @@ class Ectopy:
 
 @dataclass(frozen=True, slots=True)
 class VfEvidence:
-    """The VF detector's features on its last window (logged with every VF decision)."""
+    """The VF detector's features on its last window (logged with every VF decision).
+
+    When ``near_baseline`` alone rules VF out (at or above its maximum), ``high_freq``,
+    ``vf_band`` and ``amplitude_mV`` are not computed and are NaN: they could not change
+    the verdict, and skipping them is most of the detector's cost in an organised rhythm.
+    """
 
     high_freq: float
     vf_band: float
@@ -222,10 +229,14 @@ class VfDetector:
         self._buf = np.zeros(self._n)
         self._filled = 0
         freqs = np.fft.rfftfreq(self._n, 1.0 / fs)
-        self._band = (freqs >= 1.0) & (freqs <= 30.0)
-        self._high = (freqs >= 12.0) & (freqs <= 30.0)
-        self._vf = (freqs >= 2.5) & (freqs <= 9.0)
+        # Bins are ascending, so each band is one slice; slices within the 1-30 Hz band
+        # keep the power spectrum to the bins any feature reads.
+        self._band = _bins(freqs, 1.0, 30.0)
+        self._high = _bins(freqs, 12.0, 30.0, within=self._band)
+        self._vf = _bins(freqs, 2.5, 9.0, within=self._band)
         self._taper = np.hanning(self._n)
+        self._tapered = np.empty(self._n)  # scratch, reused every window
+        self._mag = np.empty(self._n)
         self.last: VfEvidence | None = None
         self._step = max(1, round(VF_STEP_S * fs))
         self._since = 0
@@ -271,12 +282,18 @@ class VfDetector:
             return self.last
         self._since = 0
         w = self._buf
-        power = np.abs(np.fft.rfft(w * self._taper)) ** 2
-        total = float(power[self._band].sum()) + 1e-12
+        mag = np.abs(w, out=self._mag)
+        near = np.count_nonzero(mag < 0.1 * (float(mag.max()) + 1e-12)) / len(mag)
+        if near >= VF_NEAR_BASELINE_MAX:
+            # Resting on the baseline rules out both verdicts whatever the spectrum: skip
+            # the costly features (most of the time in an organised rhythm).
+            self.last = VfEvidence(math.nan, math.nan, near, math.nan, False, False)
+            return self.last
+        np.multiply(w, self._taper, out=self._tapered)
+        power = np.square(np.abs(scipy.fft.rfft(self._tapered)[self._band]))
+        total = float(power.sum()) + 1e-12
         high = float(power[self._high].sum()) / total
         in_band = float(power[self._vf].sum()) / total
-        mag = np.abs(w)
-        near = np.count_nonzero(mag < 0.1 * (float(mag.max()) + 1e-12)) / len(mag)
         amplitude = spread(w)
         vf_like = (
             high < VF_HIGH_FREQ_MAX
@@ -291,6 +308,15 @@ class VfDetector:
         )
         self.last = VfEvidence(high, in_band, near, amplitude, bool(vf_like), bool(suspected))
         return self.last
+
+
+def _bins(
+    freqs: npt.NDArray[np.floating[Any]], lo: float, hi: float, within: slice | None = None
+) -> slice:
+    """The slice of ascending ``freqs`` (Hz) inside ``lo..hi``, relative to ``within``."""
+    idx = np.flatnonzero((freqs >= lo) & (freqs <= hi))
+    offset = 0 if within is None else int(within.start)
+    return slice(int(idx[0]) - offset, int(idx[-1]) + 1 - offset)
 
 
 def _irregularity(rr: Iterable[float]) -> float:
@@ -344,6 +370,7 @@ class RhythmAnalyzer:
         self._frequent = False
         self.heart_rate: float | None = None
         self.ignored_beats = 0
+        self._median_hr: float | None = None  # of the beat times now held
 
     def reset(self) -> None:
         """Forget everything (a gap in the stream); open episodes are closed by the caller."""
@@ -463,6 +490,7 @@ class RhythmAnalyzer:
         self._silence_from = t
         prev_time, prev_label = h.last_time, h.last_label
         h.times.append(t)
+        self._median_hr = self._median_rate()
         # AF: intervals between two supraventricular beats only.
         if prev_time is not None and prev_label in ("N", "S") and beat.label in ("N", "S"):
             h.clean_rr.append(t - prev_time)
@@ -494,7 +522,7 @@ class RhythmAnalyzer:
         h.labels.append(beat.label)
         self._bigeminy_check(t, ectopy)
 
-        hr = self._median_rate()
+        hr = self._median_hr
         if hr is not None:
             out += self._rate_limits(t, hr)
         out += self._af_check(t)
@@ -550,14 +578,18 @@ class RhythmAnalyzer:
         if len(rr) < AF_INTERVALS // 2:
             return []
         irregularity = _irregularity(rr)
+
         # The last intervals alone decide leaving AF, so an episode does not outlast the
-        # arrhythmia by half a window, and they must agree before one starts.
-        recent = _irregularity(list(rr)[-AF_OFF_INTERVALS:])
+        # arrhythmia by half a window, and they must agree before one starts. Computed
+        # only when the whole window leaves the decision open (most beats: it does not).
+        def recent() -> float:
+            return _irregularity(list(rr)[-AF_OFF_INTERVALS:])
+
         if episode.active:
-            if min(irregularity, recent) < AF_OFF:
+            if irregularity < AF_OFF or recent() < AF_OFF:
                 ev = episode.end(t)
                 return [ev] if ev is not None else []
-        elif irregularity > AF_ON and recent >= AF_OFF and not self._episodes["vf"].active:
+        elif irregularity > AF_ON and not self._episodes["vf"].active and recent() >= AF_OFF:
             ev = episode.start(t, f"irregularity {irregularity:.2f}")
             return [ev] if ev is not None else []
         return []
@@ -568,7 +600,7 @@ class RhythmAnalyzer:
             return None
         if ep["asystole"].active:
             return 0.0
-        rate = self._median_rate()
+        rate = self._median_hr  # the beat times change only at a beat
         last = self._history.last_time
         if rate is None or last is None:
             return None
