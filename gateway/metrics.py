@@ -118,6 +118,8 @@ class Metrics:
         self.clock = clock
         self._rows: dict[str, int] = {}
         self._rows_at: float | None = None
+        #: Seconds between two row counts (full table scans); the bytes are read every time.
+        self.rows_refresh = ROWS_REFRESH
 
     async def store_figures(self) -> StoreFigures:
         writer = getattr(self.view, "writer", None)
@@ -129,7 +131,7 @@ class Metrics:
                 writer.call(_bytes_figures, writer.store), STORE_TIMEOUT
             )
             now = self.clock.monotonic()
-            if self._rows_at is None or now - self._rows_at >= ROWS_REFRESH:
+            if self._rows_at is None or now - self._rows_at >= self.rows_refresh:
                 self._rows = dict(
                     await asyncio.wait_for(writer.call(writer.store.counts), STORE_TIMEOUT)
                 )
