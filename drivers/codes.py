@@ -72,6 +72,7 @@ def unit_for_ucum(ucum: str) -> Unit | None:
     """The unit whose UCUM string is ``ucum`` among every :class:`Unit` in this module."""
     return next((v for v in globals().values() if isinstance(v, Unit) and v.ucum == ucum), None)
 
+
 # --- Masimo ASCII 1 metrics (drivers/oximetry/masimo.py) -----------------------------------
 # [U] protocols.md (4c, 7.2) gives no MDC code for SpCO, SpMet, PVI, the desaturation index or
 # PI delta, and no standard code for them was verified. Until they are checked against

@@ -660,9 +660,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                     t_to=t_to,
                 )
             else:
-                report = export(
-                    store, args.bed, args.format, args.out, t_from=t_from, t_to=t_to
-                )
+                report = export(store, args.bed, args.format, args.out, t_from=t_from, t_to=t_to)
             store.audit(
                 _actor(),
                 "export",

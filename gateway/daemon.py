@@ -378,9 +378,7 @@ class Gateway:
         """Per destination: state, backlog by class, oldest unsent age, last success and
         error, dead letters, and the technical conditions it raises now."""
         now = self.clock.wall()
-        return [
-            {**w.status.as_dict(now), "conditions": w.conditions()} for w in self.sync
-        ]
+        return [{**w.status.as_dict(now), "conditions": w.conditions()} for w in self.sync]
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Bind the page (failing fast if it cannot), then run every task until stopped."""

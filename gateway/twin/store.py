@@ -814,8 +814,7 @@ class TwinStore:
         marks = ",".join("?" * len(row_ids))
         if kind == "audit":
             sql = (
-                "SELECT id, bed_id, t, actor, action, detail FROM audit_log "
-                f"WHERE id IN ({marks})"
+                f"SELECT id, bed_id, t, actor, action, detail FROM audit_log WHERE id IN ({marks})"
             )
         else:
             table = _TABLE_OF_KIND[kind]

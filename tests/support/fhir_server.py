@@ -41,9 +41,7 @@ async def fhir_server(tls: ssl.SSLContext) -> AsyncIterator[tuple[FhirState, str
             return web.json_response(
                 {"resourceType": "OperationOutcome", "issue": []}, status=int(answer)
             )
-        entries = [
-            {"response": {"status": "201 Created"}} for _ in body.get("entry", [])
-        ]
+        entries = [{"response": {"status": "201 Created"}} for _ in body.get("entry", [])]
         if answer == "entry-422" and entries:
             entries[-1] = {"response": {"status": "422 Unprocessable Entity"}}
         return web.json_response(
