@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 import structlog
 from pydantic import BaseModel
@@ -196,12 +196,12 @@ class Gateway:
         spec = registry.get(device.driver)
         if spec.transport == "serial":
             self._add_serial_device(bed_id, device)
-        elif spec.transport in ("modbus-tcp", "modbus-rtu"):
+        elif spec.transport == "modbus-tcp" or spec.transport == "modbus-rtu":
             self._add_modbus_device(bed_id, device)
         elif spec.transport == "ble":
             self._add_ble_device(bed_id, device)
         else:
-            raise NotImplementedError(f"no runner for {spec.transport} devices yet")
+            assert_never(spec.transport)
 
     def _publisher(self, device_id: str) -> Callable[[Reading], None]:
         """Publish a device's readings; its reconnect resets the supervisor's backoff."""

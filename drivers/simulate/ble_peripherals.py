@@ -43,6 +43,7 @@ Scenarios (:class:`BleScenario`, the same for the three devices):
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import math
 import random
@@ -143,7 +144,7 @@ def _pulse_rate(elapsed: float, rng: random.Random) -> float:
     return 72.0 + 3.0 * math.sin(2 * math.pi * elapsed / 45.0) + rng.uniform(-0.5, 0.5)
 
 
-class _BlePeripheralSimulator:
+class _BlePeripheralSimulator(abc.ABC):
     """Plays a :class:`BleScenario` as a GATT server; subclasses add their profile.
 
     Every ``period`` seconds of the clock the scenario is applied (range, battery) and
@@ -202,14 +203,17 @@ class _BlePeripheralSimulator:
             *self._profile_services(),
         ]
 
+    @abc.abstractmethod
     def _profile_services(self) -> list[gatt.Service]:
-        raise NotImplementedError
+        """The device's own GATT services (besides Device Information and Battery)."""
 
+    @abc.abstractmethod
     def _advertised(self) -> Sequence[str]:
-        raise NotImplementedError
+        """Service UUIDs to advertise."""
 
+    @abc.abstractmethod
     async def _tick(self, elapsed: float, peripheral: VirtualPeripheral) -> None:
-        raise NotImplementedError
+        """Send what the device sends ``elapsed`` seconds into the scenario."""
 
     async def run(self) -> None:
         """Join the radio, advertise and play the scenario until cancelled."""

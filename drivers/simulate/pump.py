@@ -24,6 +24,7 @@ a real RS-485 line.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import bisect
 import contextlib
@@ -219,7 +220,7 @@ def plan_blocks_of(blocks: list[ReadBlock]) -> list[ReadBlock]:
     return merged
 
 
-class PumpServer:
+class PumpServer(abc.ABC):
     """pymodbus server for simulated pumps, one unit id each. Add pumps before :meth:`run`."""
 
     def __init__(self, clock: Clock) -> None:
@@ -293,9 +294,9 @@ class PumpServer:
         served: list[SimulatedPump | ReplayedPump] = [*self.pumps.values(), *self.replays.values()]
         return [self._device(p) for p in served] + [catch_all]
 
+    @abc.abstractmethod
     async def run(self) -> None:
         """Serve until cancelled."""
-        raise NotImplementedError
 
     def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
