@@ -203,7 +203,8 @@ def _parser() -> argparse.ArgumentParser:
         help="decrypt and export a bed's stored data",
         description=(
             "Decrypt a bed's stored data and write it out: numerics, device events and alarms "
-            "as csv or json, or waveforms as a WFDB record. Needs the key; every export is "
+            "as csv or json, waveforms as a WFDB record, or the HL7 v2 or FHIR payloads sync "
+            "sends. Needs the key; every export is "
             "written to the audit log."
         ),
     )
