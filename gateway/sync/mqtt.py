@@ -36,7 +36,8 @@ import structlog
 
 from drivers.clock import Clock, within
 from gateway.sync.delivery import Batch, Delivery, DestinationInfo, DestinationUnavailable
-from gateway.sync.fhir import FhirContext, iso
+from gateway.sync.fhir import FhirContext
+from gateway.sync.instant import fhir_instant
 from gateway.twin.store import OutboxItem
 from gateway.twin.vocabulary import Patient
 
@@ -54,7 +55,7 @@ def _item_json(item: OutboxItem, ids: FhirContext) -> dict[str, Any]:
         "id": ids.resource_id(item.kind, str(item.row_id)),
         "kind": item.kind,
         "device": device,
-        "t": iso(item.t),
+        "t": fhir_instant(item.t),
     }
     if item.kind == "numeric":
         body["code"] = code

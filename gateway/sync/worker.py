@@ -58,6 +58,10 @@ class SyncPolicy:
     #: Entries older than this (per kind) are dropped as expired instead of sent: data no
     #: destination needs any more (e.g. waveforms hours old). Kinds not named never expire.
     expiry: Mapping[str, float] = field(default_factory=dict)
+    #: While sending, the backlog counts for status are re-read at most this often: the
+    #: count visits every pending entry, so doing it after every batch of a deep backlog
+    #: would make draining quadratic. An idle worker re-reads it on every poll.
+    status_every: float = 5.0
     backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=1.0, factor=2.0, cap=60.0, jitter=0.5)
     )
@@ -148,6 +152,7 @@ class SyncWorker:
         #: Outbox id of the first entry of a batch whose send raised something other than
         #: DestinationUnavailable (a bug in an encoder or a library): sent alone next time.
         self._suspect: int | None = None
+        self._refreshed: float | None = None  # monotonic time of the last status refresh
 
     @property
     def name(self) -> str:
@@ -216,7 +221,10 @@ class SyncWorker:
         self._suspect = None
         delivery = _accounted(items, delivery)
         await self._settle(delivery)
-        await self._refresh()
+        if self._refreshed is None or (
+            self._clock.monotonic() - self._refreshed >= self.policy.status_every
+        ):
+            await self._refresh()
         if delivery.retry:
             await self._failed(delivery.retry_reason or "receiver asked to retry")
             return
@@ -226,6 +234,7 @@ class SyncWorker:
 
     async def _refresh(self) -> None:
         """Backlog per class and recent dead letters, from the store (for status)."""
+        self._refreshed = self._clock.monotonic()
         self.status.backlog = await self._call(self._store.backlog, self.name)
         self.status.dead_letters_recent = await self._call(
             self._store.dead_letter_count, self.name, self._clock.wall() - 86400.0

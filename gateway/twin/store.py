@@ -41,6 +41,7 @@ them in a single writer thread (``writer.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import numbers
@@ -752,8 +753,15 @@ class TwinStore:
 
     def ack(self, outbox_ids: Sequence[int], now: float) -> None:
         with self._transaction():
-            self.db.conn.executemany(
-                "UPDATE outbox SET acked = ? WHERE id = ?", [(now, i) for i in outbox_ids]
+            self._mark_acked(outbox_ids, now)
+
+    def _mark_acked(self, outbox_ids: Sequence[int], now: float) -> None:
+        # One statement per chunk of ids: a batch of 500 as 500 single-row UPDATEs costs
+        # several times more while a backlog drains.
+        for chunk in _chunks(outbox_ids):
+            marks = ",".join("?" * len(chunk))
+            self.db.conn.execute(
+                f"UPDATE outbox SET acked = ? WHERE id IN ({marks})", (now, *chunk)
             )
 
     def outbox_batch(
@@ -847,16 +855,17 @@ class TwinStore:
             plain = self._key(adm).open(
                 sealed, _row_aad(table, bed, adm, stream, name, seq, t), context=context
             )
-            record = {**_DEFAULTS.get(table, {}), **json.loads(plain)}
+            record = {**_DEFAULTS.get(table, {}), **_decode_json(plain.decode())}
         return bed, adm, name, seq, t, record
 
     def attempted(self, outbox_ids: Sequence[int]) -> None:
         """Count one more delivery attempt of each entry (for status and dead-lettering)."""
         with self._transaction():
-            self.db.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?",
-                [(i,) for i in outbox_ids],
-            )
+            for chunk in _chunks(outbox_ids):
+                marks = ",".join("?" * len(chunk))
+                self.db.conn.execute(
+                    f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", chunk
+                )
 
     def dead_letter(
         self, destination: str, items: Sequence[OutboxItem], reason: str, now: float
@@ -875,9 +884,7 @@ class TwinStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(destination, o, k, r, now, why[:500]) for o, k, r, why in entries],
             )
-            self.db.conn.executemany(
-                "UPDATE outbox SET acked = ? WHERE id = ?", [(now, o) for o, *_ in entries]
-            )
+            self._mark_acked([o for o, *_ in entries], now)
 
     def dead_letters(self, destination: str, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent dead letters of ``destination``, newest first."""
@@ -1416,6 +1423,16 @@ def _key_aad(admission_id: int, bed_id: str) -> bytes:
     return associated_data("admission-key", bed_id, admission_id)
 
 
+#: json.loads without its bytes-encoding detection (rows are always UTF-8 JSON objects).
+_decode_json = json.JSONDecoder().decode
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    """``ids`` in slices small enough to bind as one statement's parameters."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 def _row_aad(
     table: str,
     bed_id: str,
@@ -1429,9 +1446,18 @@ def _row_aad(
     stream renamed in ``streams`` is detected), sequence and time. Numbers are normalised to
     the types the columns give back (INTEGER, REAL): the same row binds the same bytes when
     written with ``t=1700000000`` and read back as ``1700000000.0``."""
-    return associated_data(
-        table, bed_id, int(admission_id), int(stream_id), stream_name, int(seq), float(t)
-    )
+    # The row's stream part repeats for every row of the stream, so its encoding is cached;
+    # the encoding is concatenative (crypto.associated_data), so prefix + tail is the same
+    # bytes as encoding all seven parts at once.
+    stream_part = _stream_aad(table, bed_id, int(admission_id), int(stream_id), stream_name)
+    return stream_part + associated_data(int(seq), float(t))[1:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _stream_aad(
+    table: str, bed_id: str, admission_id: int, stream_id: int, stream_name: str
+) -> bytes:
+    return associated_data(table, bed_id, admission_id, stream_id, stream_name)
 
 
 def _finite(t: object) -> float | None:

@@ -792,6 +792,23 @@ def test_associated_data_is_unambiguous(a: list[Part], b: list[Part]) -> None:
         assert associated_data(*a) == associated_data(*b)
 
 
+@settings(max_examples=300, deadline=None)
+@given(a=parts_strategy, b=parts_strategy)
+def test_associated_data_is_concatenative(a: list[Part], b: list[Part]) -> None:
+    # The store caches a stream's prefix and appends (seq, t): this must be the same bytes.
+    assert associated_data(*a, *b) == associated_data(*a) + associated_data(*b)[1:]
+
+
+def test_associated_data_subclasses_encode_as_their_base() -> None:
+    class Name(str):
+        pass
+
+    class Count(int):
+        pass
+
+    assert associated_data(Name("x"), Count(5)) == associated_data("x", 5)
+
+
 # ---------------------------------------------------------------------------------------------
 # No secrets in any exception message
 
