@@ -33,6 +33,7 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.supervisor import SdNotify, Supervisor
 from gateway.sync.api import add_sync_routes
+from gateway.sync.desk import SyncDesk
 from gateway.sync.factory import build as build_destination
 from gateway.sync.factory import policy as sync_policy
 from gateway.sync.worker import SyncWorker
@@ -122,10 +123,16 @@ class Gateway:
                     self.clock,
                     sync_policy(dest),
                     on_reachable=lambda name, ok, why: self.alarms.sync_status(name, ok, why),
+                    on_conditions=lambda name, found: self.alarms.sync_conditions(name, found),
                     on_delivered=functools.partial(self._alarms_forwarded, dest.name),
                 )
                 self.sync.append(worker)
                 self.supervisor.add(f"sync:{dest.name}", worker.run)
+        self.sync_desk = (
+            None
+            if store is None or self.writer is None
+            else SyncDesk(self.sync, store, self.writer.call, self.clock)
+        )
         # Recent waveforms for the page's bed view: a lossy feed (shedding is fine here).
         self.waveforms = WaveformBuffer(self._bed_of.get)
         wave_feed = self.hub.subscribe("page-waveforms", accepts=WaveformBuffer.accepts)
@@ -190,7 +197,7 @@ class Gateway:
         """/healthz and /metrics beside the page's routes (for probes: no login)."""
         install_healthz(app, self)
         self.metrics.install(app)
-        add_sync_routes(app, self.sync_status)
+        add_sync_routes(app, self.sync_status, self.sync_desk)
 
     def _add_device(self, bed_id: str, device: DeviceConfig) -> None:
         spec = registry.get(device.driver)

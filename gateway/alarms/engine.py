@@ -327,6 +327,18 @@ class AlarmEngine:
         assert rule.priority is not None
         self._hold(key, rule, rule.priority)
 
+    def sync_conditions(self, destination: str, present: Mapping[str, str]) -> None:
+        """Hook for the sync layer: the conditions a destination's figures raise now (open
+        dead letters, a backlog falling behind), by name; any not named are over."""
+        for name in (rules_.SYNC_DEAD_LETTERS, rules_.SYNC_LAGGING):
+            key = (GATEWAY, f"sync:{destination}", name)
+            if name in present:
+                rule = rules_.GATEWAY_RULES[name]
+                assert rule.priority is not None
+                self._hold(key, rule, rule.priority)
+            else:
+                self._release(key)
+
     def expect_forwarding(self, destinations: Mapping[str, float]) -> None:
         """High-priority alarms must be confirmed by each of ``destinations`` (name ->
         seconds allowed; see :mod:`gateway.alarms.forwarding`); empty: none are watched."""

@@ -67,6 +67,8 @@ EVENT_RULES: Mapping[Condition, Rule] = {
 #: Gateway-wide and derived technical conditions, by name.
 STALE_DATA = "stale_data"
 SYNC_UNREACHABLE = "sync_unreachable"
+SYNC_DEAD_LETTERS = "sync_dead_letters"
+SYNC_LAGGING = "sync_lagging"
 ALARM_PATH_FAILED = "alarm_path_failed"
 ALARM_LOG_FAILING = "alarm_log_failing"
 ALARM_FORWARDING_FAILED = "alarm_forwarding_failed"
@@ -79,6 +81,9 @@ GATEWAY_RULES: Mapping[str, Rule] = {
     "store_file_lost": Rule(_T, _M, 0.0, "Store file deleted"),
     ALARM_LOG_FAILING: Rule(_T, _H, 0.0, "Alarm log not recording"),
     SYNC_UNREACHABLE: Rule(_T, _M, 0.0, "Central system unreachable"),
+    # Data reaches no one until a technician acts, but nothing at the bedside is wrong.
+    SYNC_DEAD_LETTERS: Rule(_T, _L, 0.0, "Central system refused messages"),
+    SYNC_LAGGING: Rule(_T, _L, 0.0, "Central system falling behind"),
     ALARM_PATH_FAILED: Rule(_T, _H, 0.0, "Alarm display not confirming"),
     ALARM_FORWARDING_FAILED: Rule(_T, _H, 0.0, "High alarm not confirmed by central system"),
 }

@@ -64,5 +64,6 @@ def policy(config: DestinationConfig) -> SyncPolicy:
         batch=config.batch,
         bandwidth=config.bandwidth,
         unreachable_after=config.unreachable_after,
+        lag_after=config.lag_alarm_after,
         expiry=dict(config.expiry),
     )

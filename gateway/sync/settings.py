@@ -56,6 +56,8 @@ class DestinationSection(BaseModel):
     batch: int = Field(default=200, ge=1, le=5000)
     bandwidth_kbps: float | None = Field(default=None, gt=0)
     unreachable_after: float = Field(default=60.0, gt=0, description="seconds")
+    #: The oldest unsent entry older than this (seconds) raises ``sync_lagging``; 0: never.
+    lag_alarm_after: float = Field(default=900.0, ge=0, description="seconds")
     expiry_hours: dict[Kind, float] = Field(default_factory=dict)
     #: Seconds this destination has to confirm a high-priority alarm before the bedside is
     #: told forwarding failed; default 30 for HL7 (the alert manager), none for the others.
@@ -87,6 +89,7 @@ class DestinationConfig:
     batch: int = 200
     bandwidth: float | None = None  # bytes per second
     unreachable_after: float = 60.0
+    lag_alarm_after: float | None = 900.0  # seconds; None: never
     expiry: dict[str, float] = field(default_factory=dict)  # seconds per kind
     confirm_alarms_within: float | None = None
     facility: str = ""
@@ -182,6 +185,7 @@ def check(
         batch=section.batch,
         bandwidth=None if section.bandwidth_kbps is None else section.bandwidth_kbps * 1000 / 8,
         unreachable_after=section.unreachable_after,
+        lag_alarm_after=section.lag_alarm_after or None,
         expiry={k: v * 3600.0 for k, v in section.expiry_hours.items()},
         confirm_alarms_within=confirm,
         facility=section.facility,

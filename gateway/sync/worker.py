@@ -14,7 +14,11 @@ Failure handling: an unreachable destination backs off exponentially with jitter
 supervisor's :class:`~gateway.supervisor.Backoff`, with a longer cap); past
 ``unreachable_after`` seconds of failure the worker reports the ``sync_unreachable``
 condition. Items the receiver refuses for good go to the dead-letter table and raise
-``sync_dead_letters`` until acknowledged by a technician (the count stays in the status).
+``sync_dead_letters`` until a technician replays or dismisses them
+(``POST /api/sync/<name>/dead-letters``). A backlog whose oldest entry waits longer than
+``lag_after`` seconds raises ``sync_lagging``: the destination is reachable but not keeping
+up (a bandwidth cap too low, a slow receiver), which ``sync_unreachable`` would not say.
+Both go to the alarm engine through ``on_conditions`` each time the status is refreshed.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class SyncPolicy:
     #: count visits every pending entry, so doing it after every batch of a deep backlog
     #: would make draining quadratic. An idle worker re-reads it on every poll.
     status_every: float = 5.0
+    #: The oldest unsent entry older than this raises ``sync_lagging``; ``None``: never.
+    lag_after: float | None = 900.0
     backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=1.0, factor=2.0, cap=60.0, jitter=0.5)
     )
@@ -74,10 +80,10 @@ class SyncStatus:
     name: str
     protocol: str
     target: str
-    state: str = "starting"  # starting, idle, sending, backing_off
+    state: str = "starting"  # starting, idle, sending, throttled (bandwidth cap), backing_off
     delivered: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0  # since this worker started
-    dead_letters_recent: int = 0  # in the store, last 24 h (survives restarts)
+    dead_letters_open: int = 0  # in the store, not yet replayed or dismissed
     expired: int = 0
     last_success: float | None = None  # UTC seconds
     last_error: str = ""
@@ -95,7 +101,7 @@ class SyncStatus:
             "state": self.state,
             "delivered": dict(self.delivered),
             "dead_letters": self.dead_lettered,
-            "dead_letters_24h": self.dead_letters_recent,
+            "dead_letters_open": self.dead_letters_open,
             "expired": self.expired,
             "last_success": self.last_success,
             "last_error": self.last_error,
@@ -135,6 +141,7 @@ class SyncWorker:
         *,
         on_delivered: Callable[[Sequence[OutboxItem]], None] | None = None,
         on_reachable: Callable[[str, bool, str], None] | None = None,
+        on_conditions: Callable[[str, Mapping[str, str]], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.destination = destination
@@ -144,6 +151,7 @@ class SyncWorker:
         self._clock = clock
         self._on_delivered = on_delivered
         self._on_reachable = on_reachable
+        self._on_conditions = on_conditions
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         info = destination.info
@@ -171,11 +179,26 @@ class SyncWorker:
                 f"{self.name} ({self.status.target}) failing for "
                 f"{self._clock.monotonic() - since:.0f} s: {self.status.last_error}"
             )
-        if self.status.dead_letters_recent:
+        found.update(self._reviewable())
+        return found
+
+    def _reviewable(self) -> dict[str, str]:
+        """The conditions judged from the store's figures (not from failing)."""
+        found: dict[str, str] = {}
+        if self.status.dead_letters_open:
             found["sync_dead_letters"] = (
-                f"{self.status.dead_letters_recent} message(s) refused by {self.name} in the "
-                "last 24 h; see bedside-gateway status and the dead_letters table"
+                f"{self.status.dead_letters_open} message(s) refused by {self.name} wait for "
+                f"review: GET /api/sync/{self.name}/dead-letters, then replay or dismiss"
             )
+        lag = self.policy.lag_after
+        oldest = min((b["oldest"] for b in self.status.backlog.values()), default=None)
+        if lag is not None and oldest is not None:
+            age = self._clock.wall() - oldest
+            if age > lag:
+                found["sync_lagging"] = (
+                    f"{self.name}: oldest unsent entry waits {age / 60:.0f} min "
+                    f"(threshold {lag / 60:.0f} min)"
+                )
         return found
 
     async def run(self) -> None:
@@ -204,7 +227,7 @@ class SyncWorker:
         items = await self._refuse_uncarried(items, now)
         if not items:
             self.status.state = "idle"
-            await self._refresh()
+            await self.refresh()
             await self._pause(self.policy.idle_poll)
             return
         self.status.state = "sending"
@@ -224,21 +247,22 @@ class SyncWorker:
         if self._refreshed is None or (
             self._clock.monotonic() - self._refreshed >= self.policy.status_every
         ):
-            await self._refresh()
+            await self.refresh()
         if delivery.retry:
             await self._failed(delivery.retry_reason or "receiver asked to retry")
             return
         self._succeeded()
         if self.policy.bandwidth and delivery.sent_bytes:
+            self.status.state = "throttled"
             await self._pause(delivery.sent_bytes / self.policy.bandwidth)
 
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
         """Backlog per class and recent dead letters, from the store (for status)."""
         self._refreshed = self._clock.monotonic()
         self.status.backlog = await self._call(self._store.backlog, self.name)
-        self.status.dead_letters_recent = await self._call(
-            self._store.dead_letter_count, self.name, self._clock.wall() - 86400.0
-        )
+        self.status.dead_letters_open = await self._call(self._store.open_dead_letters, self.name)
+        if self._on_conditions is not None:
+            self._on_conditions(self.name, self._reviewable())
 
     def _patients(self, admissions: set[int | None]) -> dict[int, Patient | None]:
         """Runs on the store thread: each admission's patient (``None`` if unbound)."""
@@ -325,7 +349,7 @@ class SyncWorker:
         status.failures_in_a_row += 1
         status.state = "backing_off"
         status.next_attempt_in = round(delay, 3)
-        await self._refresh()
+        await self.refresh()
         # A backoff is not cut short by wake(): an unreachable receiver stays unreachable
         # for a new alarm too, and hammering it would not help the alarm through.
         await self._clock.sleep(delay)
@@ -347,7 +371,7 @@ class SyncWorker:
             self._suspect = None
             await self._call(self._store.dead_letter, self.name, items, reason, now)
             self.status.dead_lettered += 1
-            await self._refresh()
+            await self.refresh()
             return
         self._suspect = head.outbox_id
         await self._failed(reason)

@@ -676,13 +676,18 @@ class TwinStore:
     def audit(self, actor: str, action: str, *, bed_id: str | None, detail: str, now: float) -> int:
         """Commit one audit entry (``synchronous=FULL``); ``detail`` holds no patient data."""
         with self._transaction(full=True):
-            cursor = self.db.conn.execute(
-                "INSERT INTO audit_log (t, actor, action, bed_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (now, actor, action, bed_id, detail),
-            )
-            row_id = int(cursor.lastrowid or 0)
-            self._enqueue("audit", row_id, now)
-            return row_id
+            return self._insert_audit(actor, action, bed_id, detail, now)
+
+    def _insert_audit(
+        self, actor: str, action: str, bed_id: str | None, detail: str, now: float
+    ) -> int:
+        cursor = self.db.conn.execute(
+            "INSERT INTO audit_log (t, actor, action, bed_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, action, bed_id, detail),
+        )
+        row_id = int(cursor.lastrowid or 0)
+        self._enqueue("audit", row_id, now)
+        return row_id
 
     def _stream_id(self, name: str) -> int:
         stream = self._stream_ids.get(name)
@@ -886,23 +891,79 @@ class TwinStore:
             )
             self._mark_acked([o for o, *_ in entries], now)
 
-    def dead_letters(self, destination: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent dead letters of ``destination``, newest first."""
+    def dead_letters(
+        self, destination: str, limit: int = 100, *, open_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The most recent dead letters of ``destination``, newest first; ``open_only``:
+        those no technician has replayed or dismissed yet."""
+        where = "destination = ?" + (" AND resolved IS NULL" if open_only else "")
         return list(
             self.db.query(
-                "SELECT id, outbox_id, kind, row_id, t, reason FROM dead_letters "
-                "WHERE destination = ? ORDER BY id DESC LIMIT ?",
+                "SELECT id, outbox_id, kind, row_id, t, reason, resolved, resolution "
+                f"FROM dead_letters WHERE {where} ORDER BY id DESC LIMIT ?",
                 (destination, limit),
             )
         )
 
-    def dead_letter_count(self, destination: str, since: float) -> int:
-        """Dead letters of ``destination`` refused at or after ``since`` (UTC seconds)."""
+    def open_dead_letters(self, destination: str) -> int:
+        """How many dead letters of ``destination`` wait for a technician."""
         row = self.db.conn.execute(
-            "SELECT COUNT(*) FROM dead_letters WHERE destination = ? AND t >= ?",
-            (destination, since),
+            "SELECT COUNT(*) FROM dead_letters WHERE destination = ? AND resolved IS NULL",
+            (destination,),
         ).fetchone()
         return int(row[0])
+
+    def resolve_dead_letters(
+        self,
+        destination: str,
+        ids: Sequence[int] | None,
+        *,
+        replay: bool,
+        actor: str,
+        now: float,
+    ) -> int:
+        """Close open dead letters of ``destination`` (``ids``, or all of them if ``None``).
+
+        ``replay``: queue each one's row again for the destination, at its kind's priority,
+        so it is sent after whatever fixed the refusal; a row no longer stored comes back
+        as a new dead letter saying so. Otherwise they are dismissed. Either way the
+        decision is recorded with the dead letter and in the audit log, in the same
+        transaction. Returns how many were closed (unknown or closed ids are ignored).
+        """
+        where = "destination = ? AND resolved IS NULL"
+        params: list[Any] = [destination]
+        if ids is not None:
+            if not ids:
+                return 0
+            where += f" AND id IN ({','.join('?' * len(ids))})"
+            params.extend(int(i) for i in ids)
+        verb = "replayed" if replay else "dismissed"
+        with self._transaction(full=True):
+            letters = self.db.conn.execute(
+                f"SELECT id, kind, row_id FROM dead_letters WHERE {where} ORDER BY id", params
+            ).fetchall()
+            if not letters:
+                return 0
+            if replay:
+                self.db.conn.executemany(
+                    "INSERT INTO outbox (destination, kind, row_id, priority, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(destination, k, r, KIND_PRIORITY.get(k, 9), now) for _, k, r in letters],
+                )
+            for chunk in _chunks([i for i, _, _ in letters]):
+                self.db.conn.execute(
+                    "UPDATE dead_letters SET resolved = ?, resolution = ? "
+                    f"WHERE id IN ({','.join('?' * len(chunk))})",
+                    (now, f"{verb} by {actor}"[:200], *chunk),
+                )
+            self._insert_audit(
+                actor,
+                f"sync_dead_letters_{verb}",
+                None,
+                f"{len(letters)} dead letter(s) of {destination} {verb}",
+                now,
+            )
+        return len(letters)
 
     def backlog(self, destination: str) -> dict[str, dict[str, float | int]]:
         """Pending entries of ``destination`` per kind: count and oldest ``created``."""

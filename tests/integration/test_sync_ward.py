@@ -19,11 +19,13 @@ import pytest
 
 from drivers.clock import ManualClock
 from drivers.readings import Condition, DeviceEvent
+from gateway.alarms.model import GATEWAY
 from gateway.config import load
 from gateway.daemon import Gateway
 from gateway.supervisor import SdNotify
 from gateway.twin.crypto import KeyRing, generate_kek
 from gateway.twin.store import Destination, TwinStore
+from gateway.web.auth import UserFile
 from tests.support.broker import mosquitto
 from tests.support.hl7_peer import PeerState, hl7_peer
 from tests.support.net import free_port
@@ -67,6 +69,9 @@ key_file = "{pki}/client.key"
 """
 
 
+PASSWORD = "correct horse battery"
+
+
 class Ward:
     def __init__(self, gateway: Gateway, clock: ManualClock, session: aiohttp.ClientSession):
         self.gateway, self.clock, self.session = gateway, clock, session
@@ -75,6 +80,18 @@ class Ward:
         async with self.session.get(f"http://127.0.0.1:{self.gateway.web.port}{path}") as r:
             assert r.status == 200
             return await r.json()
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.gateway.web.port}{path}"
+        async with self.session.request(method, url, **kwargs) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def login(self, name: str) -> str:
+        status, body = await self.call(
+            "POST", "/api/login", json={"name": name, "password": PASSWORD}
+        )
+        assert status == 200
+        return str(body["csrf"])
 
     async def step(self, seconds: float = 1 / 3) -> None:
         await self.clock.advance(seconds)
@@ -94,6 +111,10 @@ async def ward(tmp_path: Path) -> AsyncIterator[tuple[Ward, dict[str, Any]]]:
         )
         clock = ManualClock()
         config = load(path)
+        assert config.web.users_file is not None
+        config.web.users_file.parent.mkdir(parents=True, exist_ok=True)
+        UserFile(config.web.users_file).add("tom", "technician", PASSWORD, n=2**10)
+        UserFile(config.web.users_file).add("ann", "nurse", PASSWORD, n=2**10)
         store = TwinStore(
             config.store.path,
             KeyRing(generate_kek()),
@@ -102,11 +123,18 @@ async def ward(tmp_path: Path) -> AsyncIterator[tuple[Ward, dict[str, Any]]]:
         gateway = Gateway(config, clock=clock, notify=SdNotify(), listen_port=0, store=store)
         runner = asyncio.create_task(gateway.run(handle_signals=False))
         await asyncio.wait_for(gateway.supervisor.ready.wait(), 10)
-        async with aiohttp.ClientSession() as session:
+        jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
             yield Ward(gateway, clock, session), {"hl7_port": hl7_port, "store": store}
         gateway.supervisor.stop()
         await asyncio.wait_for(runner, 10)
         store.close()
+
+
+def observations(raw: str) -> set[tuple[str, str, str]]:
+    """(OBX-3 code, OBX-5 value, OBX-14 time) of every metric OBX in a message."""
+    fields = [seg.split("|") for seg in raw.split("\r") if seg.startswith("OBX|")]
+    return {(f[3], f[5], f[14]) for f in fields if len(f) > 14 and f[5]}
 
 
 def spo2_values(peer: PeerState) -> list[str]:
@@ -169,3 +197,63 @@ async def test_a_ward_syncs_through_an_outage_and_unconfirmed_alarms_come_back(
     assert "alarm_forwarding_failed" not in {
         a["condition"] for a in beds["bed-1"]["alarms"] if a["state"] != "cleared"
     }
+
+
+async def test_a_technician_reviews_refused_messages_and_replays_them(
+    ward: tuple[Ward, dict[str, Any]],
+) -> None:
+    w, ctx = ward
+    hie = next(s for s in w.gateway.sync if s.name == "hie")
+    with hl7_peer(port=ctx["hl7_port"]) as (peer, _):
+        peer.script = ["AE", "AR"]  # the interface engine refuses the first two messages
+        for _ in range(600):
+            await w.step()
+            if len(peer.raw) >= 3:  # both refusals answered, and one more accepted
+                break
+        else:
+            raise AssertionError(f"no dead letters: {hie.status}")
+        await hie.refresh()
+        await w.step()
+        gateway_alarms = {
+            (a["condition"], a["priority"]) for a in w.gateway.alarms.bed_alarms(GATEWAY)
+        }
+        assert ("sync_dead_letters", "low") in gateway_alarms
+
+        # The desk is for technicians: no login 401, a nurse 403, an unknown destination 404.
+        path = "/api/sync/hie/dead-letters"
+        assert (await w.call("GET", path))[0] == 401
+        nurse_csrf = await w.login("ann")
+        assert (await w.call("GET", path))[0] == 403
+        headers = {"X-CSRF-Token": nurse_csrf}
+        body = {"action": "dismiss"}
+        assert (await w.call("POST", path, json=body, headers=headers))[0] == 403
+        csrf = await w.login("tom")
+        headers = {"X-CSRF-Token": csrf}
+        assert (await w.call("GET", "/api/sync/nope/dead-letters"))[0] == 404
+        status, listed = await w.call("GET", path)
+        # One dead letter per outbox entry (a refused message carries several readings).
+        refused = listed["open"]
+        assert status == 200 and refused == hie.status.dead_letters_open >= 2
+        assert {d["reason"][:2] for d in listed["dead_letters"]} == {"AE", "AR"}
+        assert "MRN-0042" not in str(listed)  # reasons and ids only, no patient data
+        bad = {"action": "delete"}
+        assert (await w.call("POST", path, json=bad, headers=headers))[0] == 400
+
+        # Replay: the rows go again, the receiver (fixed) accepts them, the alarm ends.
+        before = len(peer.raw)
+        replay = {"action": "replay"}
+        status, answer = await w.call("POST", path, json=replay, headers=headers)
+        assert (status, answer) == (200, {"closed": refused, "open": 0})
+        for _ in range(300):
+            await w.step()
+            if len(peer.raw) >= before + 2 and not hie.status.backlog.get("numeric"):
+                break
+        conditions = {a["condition"] for a in w.gateway.alarms.bed_alarms(GATEWAY)}
+        assert "sync_dead_letters" not in conditions
+        # Every observation of the two refused messages arrived again, with its original
+        # values and times (the FHIR and MQTT ids derive from the same rows).
+        refused_obs = observations(peer.raw[0]) | observations(peer.raw[1])
+        replayed = set().union(*(observations(raw) for raw in peer.raw[before:]))
+        assert refused_obs and refused_obs <= replayed
+        status, closed = await w.call("GET", path + "?all=1")
+        assert {d["resolution"] for d in closed["dead_letters"]} == {"replayed by tom"}

@@ -385,6 +385,25 @@ async def test_store_and_sync_trouble_are_gateway_alarms() -> None:
     assert engine.bed_alarms(GATEWAY) == []
 
 
+async def test_refused_and_lagging_sync_are_low_gateway_alarms_until_over() -> None:
+    clock = ManualClock()
+    engine = make(clock)
+    engine.sync_conditions("hie", {"sync_dead_letters": "2 refused", "sync_lagging": "20 min"})
+    engine.tick()
+    found = {(a["condition"], a["source"], a["priority"]) for a in engine.bed_alarms(GATEWAY)}
+    assert found == {
+        ("sync_dead_letters", "sync:hie", "low"),
+        ("sync_lagging", "sync:hie", "low"),
+    }
+    engine.sync_conditions("hie", {"sync_lagging": "16 min"})  # letters reviewed
+    engine.tick()
+    assert [a["condition"] for a in engine.bed_alarms(GATEWAY)] == ["sync_lagging"]
+    engine.sync_conditions("other", {})  # another destination's report ends nothing here
+    engine.sync_conditions("hie", {})
+    engine.tick()
+    assert engine.bed_alarms(GATEWAY) == []
+
+
 async def test_self_check_raises_a_local_alarm_when_no_page_confirms() -> None:
     clock = ManualClock()
     pages = [1]

@@ -55,7 +55,7 @@ def spo2_values(peer: PeerState) -> list[str]:
 
 def resting(w: SyncWorker) -> Callable[[], bool]:
     """True while the worker waits on the clock (idle or backing off), not on the peer."""
-    return lambda: w.status.state in ("idle", "backing_off")
+    return lambda: w.status.state in ("idle", "throttled", "backing_off")
 
 
 def pending(store: TwinStore) -> int:
@@ -147,16 +147,45 @@ async def test_a_refused_message_is_dead_lettered_and_does_not_block(store: Twin
     assert "sync_dead_letters" in w.conditions()
     assert w.status.delivered == {"numeric": 2}
 
-    # The condition outlives a restart (it comes from the store) and ends a day later.
-    with hl7_peer() as (_peer, port):
+    # The condition outlives a restart (it comes from the store) and a day: it waits for a
+    # technician, who dismisses one letter and replays the other once the receiver is fixed.
+    seen: list[dict[str, str]] = []
+    with hl7_peer() as (peer, port):
         again = worker(store, port, clock)
+        again._on_conditions = lambda _name, found: seen.append(dict(found))
         task = asyncio.create_task(again.run())
         await until(lambda: again.status.state == "idle")
         assert "sync_dead_letters" in again.conditions()
-        assert again.status.as_dict(clock.wall())["dead_letters_24h"] == 2
+        assert again.status.as_dict(clock.wall())["dead_letters_open"] == 2
         await clock.advance(86401.0)
-        await until(lambda: not again.conditions(), clock=clock, step=1.0, when=resting(again))
+        await until(lambda: again.status.state == "idle", clock=clock, step=1.0)
+        assert "sync_dead_letters" in again.conditions()
+        assert "sync_dead_letters" in seen[-1]
+        first, second = sorted(d["id"] for d in letters)
+        closed = store.resolve_dead_letters(
+            "hie", [first], replay=False, actor="tech1", now=clock.wall()
+        )
+        assert closed == 1
+        closed = store.resolve_dead_letters(
+            "hie", [first, second], replay=True, actor="tech1", now=clock.wall()
+        )
+        assert closed == 1  # the dismissed one stays closed
+        assert store.open_dead_letters("hie") == 0
+        await again.refresh()
+        assert "sync_dead_letters" not in again.conditions()
+        assert "sync_dead_letters" not in seen[-1]
+        await until(lambda: pending(store) == 0, clock=clock, step=0.5, when=resting(again))
         await stop(task)
+    # The replayed message went again (the other stays undelivered), under its original id.
+    assert len(peer.raw) == 1
+    replayed = next(d for d in store.dead_letters("hie") if d["id"] == second)
+    assert replayed["resolution"] == "replayed by tech1"
+    assert store.dead_letters("hie", open_only=True) == []
+    audit = store.db.conn.execute("SELECT actor, action, detail FROM audit_log").fetchall()
+    assert audit == [
+        ("tech1", "sync_dead_letters_dismissed", "1 dead letter(s) of hie dismissed"),
+        ("tech1", "sync_dead_letters_replayed", "1 dead letter(s) of hie replayed"),
+    ]
     # Retention prunes dead letters with the rows they point at.
     store.housekeeping(clock.wall() + 31 * 86400.0, Retention())
     assert store.dead_letters("hie") == []
@@ -216,6 +245,31 @@ async def test_bandwidth_cap_spaces_batches_and_an_alarm_wakes_the_worker(
         await until(lambda: len(peer.raw) == 2)
         await stop(task)
     assert peer.messages[1].msh.msh_9.to_er7() == "ORU^R40^ORU_R40"
+
+
+async def test_a_backlog_falling_behind_raises_sync_lagging_until_caught_up(
+    store: TwinStore,
+) -> None:
+    # Reachable, but a bandwidth cap far too low for the ward: sync_unreachable would
+    # never fire, yet the central system sees data later and later.
+    clock = ManualClock(start_wall=T0)
+    store.write([("bed-1", spo2(90 + i, T0 + i)) for i in range(6)], T0)
+    reports: list[dict[str, str]] = []
+    with hl7_peer() as (peer, port):
+        w = worker(store, port, clock, batch=1, bandwidth=5.0, lag_after=120.0, status_every=1.0)
+        w._on_conditions = lambda _name, found: reports.append(dict(found))
+        task = asyncio.create_task(w.run())
+        # (Time moves only while the worker rests, never while it waits for an ACK.)
+        told = lambda: bool(reports) and "sync_lagging" in reports[-1]  # noqa: E731
+        await until(told, clock=clock, step=5.0, when=resting(w))
+        assert clock.wall() - T0 > 120.0
+        assert "sync_lagging" in w.conditions()
+        assert pending(store) > 0
+        await until(lambda: pending(store) == 0, clock=clock, step=5.0, when=resting(w))
+        await until(lambda: w.status.state == "idle", clock=clock, step=5.0)
+        await stop(task)
+    assert "sync_lagging" not in w.conditions() and "sync_lagging" not in reports[-1]
+    assert len(peer.raw) == 6
 
 
 async def test_expired_entries_are_dropped_not_sent(store: TwinStore) -> None:
