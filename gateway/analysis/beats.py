@@ -126,10 +126,11 @@ class BeatAnalyzer:
             return Beat(r, t, "Q", rr)
         width = self._width(seg[s:-s])
         windows = seg[self._shifts]
-        sums = windows.sum(axis=1)
+        # ufunc reduce: what ndarray.sum and .min call, minus a Python-level wrapper.
+        sums = np.add.reduce(windows, axis=1)
         m = windows.shape[1]
         var = np.einsum("ij,ij->i", windows, windows) - sums * sums / m
-        if not np.all(var > 1e-12):
+        if not np.minimum.reduce(var) > 1e-12:  # (a NaN fails too, as with .all())
             return Beat(r, t, "Q", rr, width)
         norms = np.sqrt(var)
         # Templates have zero mean, so the window's own mean drops out of the product.
@@ -139,7 +140,7 @@ class BeatAnalyzer:
             ratio = rr / median(self._normal_rr)
 
         # Morphology cluster: join the best-matching template or start a new one.
-        shift, row = divmod(int(np.argmax(corrs)), MAX_CLUSTERS)
+        shift, row = divmod(int(corrs.argmax()), MAX_CLUSTERS)
         joined = self._slots[row]
         if joined is not None and float(corrs[shift, row]) >= JOIN:
             cluster = joined
@@ -165,7 +166,7 @@ class BeatAnalyzer:
         if cluster is dominant and cluster is joined:
             corr = float(corrs[shift, row])
         else:
-            corr = float(((windows @ dominant.template) / norms).max())
+            corr = float(np.maximum.reduce((windows @ dominant.template) / norms))
         label = self._label(corr, width - dominant.width, ratio, cluster.ectopic)
         cluster.ectopic += ECTOPIC_LEARN * (float(label == "V") - cluster.ectopic)
         self._since_normal = 0 if label == "N" else self._since_normal + 1
@@ -205,9 +206,9 @@ class BeatAnalyzer:
 
     def _width(self, core: NDArray[np.float64]) -> float:
         """QRS duration (s): span where the slope exceeds a fifth of its maximum."""
-        slope = np.abs(np.diff(core))
-        peak = float(slope.max()) if slope.size else 0.0
+        slope = np.abs(core[1:] - core[:-1])  # np.diff, without its Python wrapper
+        peak = float(np.maximum.reduce(slope)) if slope.size else 0.0
         if peak == 0.0:
             return 0.0
-        above = np.flatnonzero(slope > 0.2 * peak)
+        above = (slope > 0.2 * peak).nonzero()[0]
         return float(above[-1] - above[0] + 1) / self.fs

@@ -13,6 +13,8 @@ are in the signal's own unit (mV for ECG); frequencies are in Hz.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal  # type: ignore[import-untyped]
@@ -39,6 +41,30 @@ def _check_rate(fs: float) -> None:
         raise ValueError(f"sampling rate {fs} Hz is outside {MIN_RATE:g}..{MAX_RATE:g} Hz")
 
 
+# Filter designs are cached: a stream gap rebuilds a bed's pipelines, and designing their
+# filters again took ~15 ms of the event loop each time (scipy's filter design), more under
+# load, when gaps are likelier. The cached arrays are read-only; callers get copies,
+# because the compiled sosfilt kernel wants writable coefficients.
+
+
+@functools.lru_cache(maxsize=64)
+def _butter_design(
+    order: int, edges: float | tuple[float, float], btype: str, fs: float
+) -> NDArray[np.float64]:
+    sos = np.asarray(signal.butter(order, edges, btype=btype, fs=fs, output="sos"))
+    sos.setflags(write=False)
+    return sos
+
+
+@functools.lru_cache(maxsize=64)
+def _steady_state(sos_bytes: bytes, sections: int) -> NDArray[np.float64]:
+    """``sosfilt_zi`` of the (sections, 6) float64 coefficients in ``sos_bytes``."""
+    sos = np.frombuffer(sos_bytes, dtype=np.float64).reshape(sections, 6)
+    zi = np.asarray(signal.sosfilt_zi(sos), dtype=np.float64)
+    zi.setflags(write=False)
+    return zi
+
+
 class StreamingFilter:
     """A causal SOS filter carrying its state across ``feed`` calls.
 
@@ -55,7 +81,7 @@ class StreamingFilter:
         if sos.ndim != 2 or sos.shape[1] != 6:
             raise ValueError(f"sos must have shape (sections, 6), got {sos.shape}")
         self.sos = sos
-        self._zi_unit = signal.sosfilt_zi(sos)
+        self._zi_unit = _steady_state(sos.tobytes(), sos.shape[0])
         self._zi: NDArray[np.float64] | None = None
         self._shape: tuple[int, ...] = ()
 
@@ -68,6 +94,18 @@ class StreamingFilter:
 
     def feed(self, chunk: NDArray[np.float64]) -> NDArray[np.float64]:
         """Filter the next chunk; returns an array of the same shape (float64)."""
+        if (
+            self._zi is not None
+            and not self._shape
+            and _sosfilt_kernel is not None
+            and isinstance(chunk, np.ndarray)
+            and chunk.ndim == 1
+        ):
+            # The streaming case (one lead, state running): skip the shape checks, which
+            # cost as much as the filtering of a 0.25 s chunk.
+            row = np.array(chunk, dtype=np.float64, ndmin=2)  # a C-contiguous copy, (1, n)
+            _sosfilt_kernel(self.sos, row, self._zi)
+            return row.ravel()  # a view: row is contiguous
         x = np.asarray(chunk, dtype=np.float64)
         if x.ndim not in (1, 2):
             raise ValueError(f"chunk must be 1-D or (channels, n), got shape {x.shape}")
@@ -93,6 +131,20 @@ class StreamingFilter:
             self._zi = np.ascontiguousarray(np.asarray(zf).transpose(1, 0, 2))
         return block.reshape(x.shape)
 
+    def feed_in_place(self, chunk: NDArray[np.float64]) -> None:
+        """Filter the next chunk in place: a 1-D float64 array, e.g. a slice of a buffer.
+
+        Saves the allocation and a copy when the caller keeps the output in a buffer of
+        its own; the result is the one :meth:`feed` returns.
+        """
+        if chunk.ndim != 1 or chunk.dtype != np.float64:
+            raise ValueError(f"need a 1-D float64 chunk, got {chunk.dtype} {chunk.shape}")
+        running = self._zi is not None and not self._shape and chunk.flags.c_contiguous
+        if _sosfilt_kernel is None or not running:
+            chunk[:] = self.feed(chunk)
+        else:
+            _sosfilt_kernel(self.sos, chunk[None, :], self._zi)  # state updated
+
     def reset(self) -> None:
         """Forget the state; the next chunk starts a new signal."""
         self._zi = None
@@ -104,7 +156,7 @@ def bandpass(fs: float, low: float, high: float, order: int = 2) -> StreamingFil
     _check_rate(fs)
     if not 0 < low < high < fs / 2:
         raise ValueError(f"band {low}..{high} Hz must lie inside 0..{fs / 2:g} Hz")
-    return StreamingFilter(signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos"))
+    return StreamingFilter(_butter_design(order, (low, high), "bandpass", fs).copy())
 
 
 def highpass(fs: float, cutoff: float, order: int = 2) -> StreamingFilter:
@@ -112,7 +164,7 @@ def highpass(fs: float, cutoff: float, order: int = 2) -> StreamingFilter:
     _check_rate(fs)
     if not 0 < cutoff < fs / 2:
         raise ValueError(f"cutoff {cutoff} Hz must lie inside 0..{fs / 2:g} Hz")
-    return StreamingFilter(signal.butter(order, cutoff, btype="highpass", fs=fs, output="sos"))
+    return StreamingFilter(_butter_design(order, cutoff, "highpass", fs).copy())
 
 
 def baseline_filter(fs: float, cutoff: float = 0.5) -> StreamingFilter:
@@ -134,6 +186,11 @@ def mains_filter(fs: float, mains_hz: float = 50.0, q: float = NOTCH_Q) -> Strea
     _check_rate(fs)
     if mains_hz not in (50.0, 60.0):
         raise ValueError(f"mains_hz must be 50 or 60, got {mains_hz}")
+    return StreamingFilter(_mains_design(fs, mains_hz, q).copy())
+
+
+@functools.lru_cache(maxsize=16)
+def _mains_design(fs: float, mains_hz: float, q: float) -> NDArray[np.float64]:
     sections = []
     harmonic = mains_hz
     while harmonic < fs / 2 - harmonic / q:
@@ -142,7 +199,9 @@ def mains_filter(fs: float, mains_hz: float = 50.0, q: float = NOTCH_Q) -> Strea
         harmonic += mains_hz
     if not sections:
         raise ValueError(f"{mains_hz} Hz is above the Nyquist frequency of {fs} Hz")
-    return StreamingFilter(np.vstack(sections))
+    sos = np.vstack(sections)
+    sos.setflags(write=False)
+    return sos
 
 
 def qrs_bandpass(fs: float) -> StreamingFilter:

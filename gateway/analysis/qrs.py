@@ -42,6 +42,13 @@ from numpy.typing import NDArray
 
 from gateway.analysis.filters import StreamingFilter, ecg_clean_filter, qrs_bandpass
 
+try:
+    # What np.convolve calls once it has validated its arguments, which costs as much as
+    # the moving sum of a 0.25 s chunk itself. Same function, same result.
+    from numpy._core.multiarray import correlate as _correlate
+except ImportError:  # pragma: no cover - depends on the installed numpy
+    _correlate = np.convolve
+
 #: Moving-window integration length (s): about one QRS duration.
 WINDOW = 0.10
 #: How far past an envelope maximum the detector looks before deciding it (s).
@@ -64,6 +71,11 @@ LEARNING = 2.0
 HISTORY = 2.5
 
 
+def _moving_sum(x: NDArray[np.float64], ones: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.convolve(x, ones, "valid")`` (``ones`` is symmetric, so no reversal needed)."""
+    return _correlate(x, ones, "valid")
+
+
 class _History:
     """The last ``size`` samples of a stream, addressed by absolute sample index."""
 
@@ -75,8 +87,11 @@ class _History:
         self._fill = 0
         self.start = 0  # absolute index of _buf[0]
 
-    def append(self, chunk: NDArray[np.float64]) -> None:
-        n = chunk.size
+    def reserve(self, n: int) -> NDArray[np.float64]:
+        """The next ``n`` samples' place in the buffer, to be written by the caller.
+
+        Lets a filter write its output straight into the history (no temporary array).
+        """
         if self._fill + n > self._buf.size:
             keep = min(self._size, self._fill)
             old = self._buf[self._fill - keep : self._fill]
@@ -85,8 +100,9 @@ class _History:
             self._buf[:keep] = old  # overlapping copy is safe: numpy buffers it
             self.start += self._fill - keep
             self._fill = keep
-        self._buf[self._fill : self._fill + n] = chunk
+        place = self._buf[self._fill : self._fill + n]
         self._fill += n
+        return place
 
     def view(self, start: int, stop: int) -> NDArray[np.float64]:
         """Samples ``start``..``stop`` (absolute), clipped to what is kept."""
@@ -164,6 +180,7 @@ class QrsDetector:
         self._last_slope = 0.0
         self._last_r: int | None = None
         self._rr: list[int] = []
+        self._rr_median = 0.0  # of _rr, kept with it: read at every screened peak
         self._outbox: list[QrsDetection] = []
         self.late = 0
 
@@ -187,24 +204,26 @@ class QrsDetector:
         if x.size == 0:
             return []
         start = self._n
-        y = self._clean.feed(x)
-        slope = self._band.feed(y)  # band-passed first difference
+        # Filtered straight into the history (decisions in this chunk read it there).
+        y = self._y.reserve(x.size)
+        y[:] = x
+        self._clean.feed_in_place(y)
+        slope = self._slope.reserve(x.size)
+        slope[:] = y
+        self._band.feed_in_place(slope)  # band-passed first difference
+        self._hist_start = self._y.start
         energy = np.concatenate((self._energy_tail, slope * slope))
-        env = np.convolve(energy, self._ones, "valid")  # moving sum over WINDOW
+        env = _moving_sum(energy, self._ones)  # over WINDOW
         self._energy_tail = energy[1 - self._window :]
         self._n = start + x.size
-
-        # History first, so that decisions in this chunk can read it.
-        self._y.append(y)
-        self._slope.append(slope)
-        self._hist_start = self._y.start
 
         # Local maxima of the envelope; ext[0] is sample start-2.
         ext = np.concatenate((self._env_tail, env))
         mid = ext[1:-1]
-        idx = np.flatnonzero((mid > ext[:-2]) & (mid >= ext[2:]))
+        # ndarray.nonzero, not np.flatnonzero: the same indices without its Python wrapper.
+        idx = ((mid > ext[:-2]) & (mid >= ext[2:])).nonzero()[0]
         if idx.size:
-            positions = (idx + start - 1).tolist()
+            positions = (idx + (start - 1)).tolist()
             values = np.sqrt(mid[idx]).tolist()
             self._candidates.extend(zip(positions, values, strict=True))
         self._env_tail = ext[-2:]
@@ -283,7 +302,7 @@ class QrsDetector:
         threshold = self._npk + THRESHOLD * (self._spk - self._npk)
         self._lowered = False
         if self._last_peak is not None and self._rr:
-            rr = median(self._rr)
+            rr = self._rr_median
             overdue = (pos - self._last_peak) / rr - 1.5
             if overdue > 0:
                 # Halve once a beat is overdue, and again for every further RR interval.
@@ -316,6 +335,7 @@ class QrsDetector:
             self._rr.append(pos - self._last_peak)
             if len(self._rr) > 8:
                 del self._rr[0]
+            self._rr_median = median(self._rr)
         self._last_peak = pos
         self._last_slope = self._slope_now
         self._last_r = r
@@ -326,7 +346,8 @@ class QrsDetector:
 
     def _peak_slope(self, pos: int) -> float:
         seg = self._slope.view(pos - self._window - self._slope_half, pos + 1)
-        return float(np.abs(seg).max()) if seg.size else 0.0
+        # (ufunc reduce: what ndarray.max calls, minus a Python-level wrapper.)
+        return float(np.maximum.reduce(np.abs(seg))) if seg.size else 0.0
 
     def _locate_r(self, pos: int) -> int:
         lo = pos - self._r_before
@@ -334,7 +355,8 @@ class QrsDetector:
         if seg.size == 0:
             return pos
         lo = max(lo, self._y.start)
-        return int(np.argmax(np.abs(seg - seg.mean()))) + lo
+        mean = np.add.reduce(seg) / seg.size  # what seg.mean() computes, minus its wrapper
+        return int(np.abs(seg - mean).argmax()) + lo
 
     def _release(self) -> list[QrsDetection]:
         """Hand out detections whose R peak is at least ``latency`` old."""

@@ -22,6 +22,7 @@ came before it), so a judgement does not depend on how the stream is cut:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -91,18 +92,30 @@ class SignalQuality:
 
         A chunk shorter than :data:`STEP_S` after the last judgement gets that judgement
         (the window has barely moved); :attr:`band` is always this chunk's 1-30 Hz band
-        and :attr:`clean` the chunk with non-finite samples set to 0 mV.
+        (read it before the next ``feed``: it may be a view of the window buffer) and
+        :attr:`clean` the chunk with non-finite samples set to 0 mV.
         """
         x = np.asarray(samples_mV, dtype=np.float64)
         if len(x) == 0:
             self.band = self.clean = np.zeros(0)
             return self._last
-        finite = bool(np.isfinite(x).all())
+        # A finite sum means every sample is finite (one reduction instead of two); an
+        # overflowing sum of finite samples falls through to the exact test.
+        finite = math.isfinite(np.add.reduce(x)) or bool(np.isfinite(x).all())
         clean = x if finite else np.where(np.isfinite(x), x, 0.0)
         self.clean = clean
-        self.band = self._band.feed(clean)
-        hf = self._hf.feed(clean)
-        self._push(clean, self.band, hf)
+        if len(x) < self._window:
+            # The band and noise filters write straight into the windows; ``band`` is a
+            # view of this chunk's part, valid until the next ``feed``.
+            block = self._place(len(x))
+            block[...] = clean  # raw, and the input of both filters, in one copy
+            _, band, hf = block
+            self._band.feed_in_place(band)
+            self._hf.feed_in_place(hf)
+            self.band = band
+        else:
+            self.band = self._band.feed(clean)
+            self._push(clean, self.band, self._hf.feed(clean))
         if not finite:
             self._since = 0
             self._last = Quality(0.0, False, "saturated")
@@ -113,45 +126,68 @@ class SignalQuality:
             self._last = judge(self._windows[:, self._end - self._filled : self._end])
         return self._last
 
-    def _push(self, *signals: npt.NDArray[np.float64]) -> None:
-        """Append one chunk of raw, band and noise signal to the windows."""
-        buf, w, k = self._windows, self._window, len(signals[0])
-        if k >= w:
-            signals = tuple(y[-w:] for y in signals)
-            k, self._end, self._filled = w, 0, 0
-        elif self._end + k > buf.shape[1]:
+    def _place(self, k: int) -> npt.NDArray[np.float64]:
+        """Room for the next ``k`` (<= window) samples of raw, band and noise signal."""
+        buf = self._windows
+        if self._end + k > buf.shape[1]:
             kept = self._filled  # <= w, and the block is 4 w long: no overlap
             buf[:, :kept] = buf[:, self._end - kept : self._end]
             self._end = kept
         end = self._end
-        for row, y in zip(buf, signals, strict=True):
-            row[end : end + k] = y
         self._end = end + k
-        self._filled = min(w, self._filled + k)
+        self._filled = min(self._window, self._filled + k)
+        return buf[:, end : end + k]
+
+    def _push(self, *signals: npt.NDArray[np.float64]) -> None:
+        """Append a chunk at least a window long (only its last window counts)."""
+        self._end = self._filled = 0
+        for row, y in zip(self._place(self._window), signals, strict=True):
+            row[:] = y[-self._window :]
+
+
+@functools.cache
+def _ranks(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], int, int]:
+    """For ``n`` samples: the ranks ``partition`` needs for the 5th and 95th percentiles
+    (nearest rank), the same with the extremes (0 and ``n - 1``), and the two percentile
+    ranks. Built once per length instead of converted from tuples at every call."""
+    lo, hi = int(0.05 * (n - 1)), int(0.95 * (n - 1))
+    kth = np.array((lo, hi), dtype=np.intp)
+    ranks = np.array((0, lo, hi, n - 1), dtype=np.intp)
+    kth.flags.writeable = ranks.flags.writeable = False
+    return kth, ranks, lo, hi
 
 
 def spread(x: npt.NDArray[np.float64]) -> float:
     """5th to 95th percentile distance (nearest rank), by partial sort."""
-    n = len(x)
-    lo, hi = int(0.05 * (n - 1)), int(0.95 * (n - 1))
-    part = np.partition(x, (lo, hi))
+    kth, _, lo, hi = _ranks(len(x))
+    part = x.copy()  # np.partition's copy, without its Python wrapper
+    part.partition(kth)
     return float(part[hi] - part[lo])
 
 
 def judge(window: npt.NDArray[np.float64]) -> Quality:
     """Quality of one window, shape (3, n): raw mV, its 1-30 Hz band, its noise band."""
-    raw, ecg, hf = window
-    # Extremes of raw and band in one reduction each (numpy's per-call cost dominates).
-    top, ecg_top = window[:2].max(axis=1).tolist()
-    bottom, ecg_bottom = window[:2].min(axis=1).tolist()
+    raw, _, hf = window
+    n = window.shape[1]
+    _, ranks, lo, hi = _ranks(n)
+    # One partial sort of raw and band gives the extremes of both and the band's spread
+    # (numpy's per-call cost, not the sorting, dominates at these sizes).
+    part = window[:2].copy()
+    part.partition(ranks, axis=1)
+    (bottom, raw_lo, raw_hi, top), (ecg_bottom, ecg_lo, ecg_hi, ecg_top) = part[:, ranks].tolist()
     if top - bottom < FLAT_MV:
         return Quality(0.0, False, "flat")
-    railed = (np.count_nonzero(raw == top) + np.count_nonzero(raw == bottom)) / len(raw)
+    # Samples on a rail sort beyond the percentiles: while neither percentile is on its
+    # extreme, at most (n - 1 - hi) + lo samples (about a tenth) can be on a rail, fewer
+    # than RAIL_FRACTION, and counting them cannot change the verdict.
+    railed = 0.0
+    if raw_hi == top or raw_lo == bottom or (n - 1 - hi + lo) / n >= RAIL_FRACTION:
+        railed = (np.count_nonzero(raw == top) + np.count_nonzero(raw == bottom)) / n
     if railed >= RAIL_FRACTION or ecg_top - ecg_bottom > RANGE_MV:
         return Quality(0.0, False, "saturated")
     # sum / n is what np.mean computes, without its Python-level dispatch.
-    noise_rms = math.sqrt(float(np.square(hf).sum()) / len(hf))
-    ratio = noise_rms / max(spread(ecg), 1e-6)
+    noise_rms = math.sqrt(float(np.add.reduce(np.square(hf))) / len(hf))
+    ratio = noise_rms / max(ecg_hi - ecg_lo, 1e-6)  # spread(band)
     # Below the floor, noise is amplifier hiss on a quiet signal (asystole): no penalty.
     effective = ratio * min(1.0, noise_rms / NOISE_FLOOR_MV)
     index = min(1.0, max(0.0, 1.0 - effective / (2.0 * NOISE_RATIO)))

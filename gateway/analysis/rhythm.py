@@ -226,7 +226,13 @@ class VfDetector:
         self.fs = fs
         self._filter = bandpass(fs, 1.0, 30.0)
         self._n = round(VF_WINDOW_S * fs)
-        self._buf = np.zeros(self._n)
+        # The band and its magnitude, newest sample at ``_end``, the window the ``_n``
+        # samples before it. The buffers hold several windows, so that samples move back
+        # to the start only every few seconds instead of the window shifting every chunk,
+        # and each sample's magnitude is taken once, not once per window it is in.
+        self._buf = np.zeros(4 * self._n)
+        self._abs = np.zeros(4 * self._n)
+        self._end = self._n
         self._filled = 0
         freqs = np.fft.rfftfreq(self._n, 1.0 / fs)
         # Bins are ascending, so each band is one slice; slices within the 1-30 Hz band
@@ -236,7 +242,6 @@ class VfDetector:
         self._vf = _bins(freqs, 2.5, 9.0, within=self._band)
         self._taper = np.hanning(self._n)
         self._tapered = np.empty(self._n)  # scratch, reused every window
-        self._mag = np.empty(self._n)
         self.last: VfEvidence | None = None
         self._step = max(1, round(VF_STEP_S * fs))
         self._since = 0
@@ -244,6 +249,8 @@ class VfDetector:
     def reset(self) -> None:
         self._filter.reset()
         self._buf[:] = 0.0
+        self._abs[:] = 0.0
+        self._end = self._n
         self._filled = 0
         self._since = 0
         self.last = None
@@ -255,8 +262,9 @@ class VfDetector:
         lo, hi = max(0, centre - half), min(self._n, centre + half + 1)
         if centre < 0 or lo >= hi or self._n - lo > self._filled:
             return float("inf")  # outside what is held: do not judge
-        w = self._buf[lo:hi]
-        return float(w.max() - w.min())
+        offset = self._end - self._n  # window index 0 in the buffer
+        w = self._buf[offset + lo : offset + hi]
+        return float(np.maximum.reduce(w) - np.minimum.reduce(w))  # max - min, no wrappers
 
     def feed(
         self, samples_mV: npt.NDArray[np.float64], band: npt.NDArray[np.float64] | None = None
@@ -268,22 +276,28 @@ class VfDetector:
         at most every :data:`VF_STEP_S` of signal.
         """
         y = self._filter.feed(samples_mV) if band is None else band
-        if len(y) >= self._n:
-            self._buf[:] = y[-self._n :]
-        elif len(y):
-            k = len(y)
-            self._buf[:-k] = self._buf[k:]
-            self._buf[-len(y) :] = y
-        self._filled = min(self._n, self._filled + len(y))
-        self._since += len(y)
-        if self._filled < self._n:
+        n, k, fed = self._n, len(y), len(y)
+        if k >= n:
+            y, k, self._end = y[-n:], n, 0
+        elif self._end + k > len(self._buf):
+            self._buf[:n] = self._buf[self._end - n : self._end]
+            self._abs[:n] = self._abs[self._end - n : self._end]
+            self._end = n
+        end = self._end
+        self._buf[end : end + k] = y
+        np.abs(y, out=self._abs[end : end + k])
+        self._end = end = end + k
+        self._filled = min(n, self._filled + fed)
+        self._since += fed
+        if self._filled < n:
             return None
         if self._since < self._step and self.last is not None:
             return self.last
         self._since = 0
-        w = self._buf
-        mag = np.abs(w, out=self._mag)
-        near = np.count_nonzero(mag < 0.1 * (float(mag.max()) + 1e-12)) / len(mag)
+        w = self._buf[end - n : end]
+        mag = self._abs[end - n : end]
+        # ufunc reduce: what ndarray.max calls, minus a Python-level wrapper.
+        near = np.count_nonzero(mag < 0.1 * (float(np.maximum.reduce(mag)) + 1e-12)) / n
         if near >= VF_NEAR_BASELINE_MAX:
             # Resting on the baseline rules out both verdicts whatever the spectrum: skip
             # the costly features (most of the time in an organised rhythm).

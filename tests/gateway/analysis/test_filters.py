@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -106,3 +108,19 @@ def test_bad_arguments_raise_clear_errors() -> None:
         f.feed(np.zeros(10))
     with pytest.raises(ValueError, match="sos must have shape"):
         StreamingFilter(np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("fs", [125.0, 360.0])
+def test_filtering_in_place_equals_feed(fs: float) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, round(5 * fs)) + 2.0
+    one = ecg_clean_filter(fs, 60.0).feed(x)
+    f = ecg_clean_filter(fs, 60.0)
+    buf = np.zeros(x.size + 7)  # chunks land in a bigger buffer, as in the QRS history
+    cuts = [0, *np.sort(rng.choice(np.arange(1, x.size), size=40, replace=False)), x.size]
+    for a, b in itertools.pairwise(cuts):
+        buf[a + 7 : b + 7] = x[a:b]
+        f.feed_in_place(buf[a + 7 : b + 7])
+    np.testing.assert_array_equal(buf[7:], one)  # bit for bit
+    with pytest.raises(ValueError, match="1-D float64"):
+        f.feed_in_place(np.zeros((2, 3)))
