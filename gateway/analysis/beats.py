@@ -10,13 +10,17 @@ a lasting change (a lead swapped, a new conduction pattern) takes over within ab
 beats.
 
 A beat is then labelled from morphology (correlation with the dominant template, QRS width
-against the dominant's) and timing (RR against the median RR of recent normal beats):
+against the dominant's) and timing (RR against the median of recent intervals between two
+normal beats; the pause after an ectopic beat is left out):
 
 * no dominant morphology yet (the first few beats): ``Q``;
 * correlation >= ``N_CORRELATION``: ``S`` if premature (RR < ``PREMATURE`` x normal RR),
   else ``N``;
 * different morphology and premature (< ``V_PREMATURE``), or ``V_WIDER`` wider than the
-  dominant QRS, or of a cluster whose beats were mostly V: ``V``;
+  dominant QRS, or of a cluster whose beats were mostly V: ``V``; while the rhythm is
+  irregular (more than ``IRREGULAR`` of recent normal-morphology beats came premature, as
+  in AF) prematurity counts only for a clearly different beat (correlation below
+  ``IRREGULAR_V_CORRELATION``);
 * different, on time, fairly similar (>= ``F_CORRELATION``) and a little wider: ``F``;
 * otherwise ``N`` (a change of shape alone, on time and not wide, is not ectopy).
 
@@ -62,6 +66,13 @@ V_WIDER = 0.08
 ECTOPIC_LEARN = 0.2
 #: Beats without a normal one after which the RR reference follows every beat.
 RELEARN = 8
+#: Share of recent normal-morphology beats that came premature (< ``V_PREMATURE``) above
+#: which the rhythm counts as irregular (AF, frequent APCs): prematurity then says little,
+#: and a premature beat is V on timing only when its correlation is below
+#: ``IRREGULAR_V_CORRELATION``. The share is a running mean over about ``EARLY_BEATS``.
+IRREGULAR = 0.15
+IRREGULAR_V_CORRELATION = 0.5
+EARLY_BEATS = 32
 #: Otherwise it is F (fusion) when still fairly similar but wider (s).
 F_CORRELATION = 0.70
 F_WIDER = 0.03
@@ -110,6 +121,8 @@ class BeatAnalyzer:
         self._last_r: int | None = None
         self._normal_rr: list[float] = []
         self._since_normal = 0
+        self._last_label: BeatLabel = "Q"
+        self._early = 0.0
 
     def feed(self, samples: NDArray[np.float64]) -> list[Beat]:
         """Process the next chunk (mV); return the beats decided in it, in order."""
@@ -167,23 +180,34 @@ class BeatAnalyzer:
             corr = float(corrs[shift, row])
         else:
             corr = float(np.maximum.reduce((windows @ dominant.template) / norms))
-        label = self._label(corr, width - dominant.width, ratio, cluster.ectopic)
+        irregular = self._early > IRREGULAR
+        if corr >= N_CORRELATION:
+            self._early += (float(ratio < V_PREMATURE) - self._early) / EARLY_BEATS
+        label = self._label(corr, width - dominant.width, ratio, cluster.ectopic, irregular)
         cluster.ectopic += ECTOPIC_LEARN * (float(label == "V") - cluster.ectopic)
         self._since_normal = 0 if label == "N" else self._since_normal + 1
-        # The RR reference follows normal beats; after a long run without one (a new
-        # rhythm, a lead change) it follows every beat so it cannot freeze.
-        if rr is not None and (label == "N" or self._since_normal >= RELEARN):
+        # The RR reference follows intervals between two normal beats (the pause after an
+        # ectopic beat is no normal interval: with it, sinus beats in trigeminy would look
+        # premature); after a long run without one (a new rhythm, a lead change) it
+        # follows every beat so it cannot freeze.
+        normal_interval = label == "N" and self._last_label == "N"
+        self._last_label = label
+        if rr is not None and (normal_interval or self._since_normal >= RELEARN):
             self._normal_rr.append(rr)
             if len(self._normal_rr) > 8:
                 del self._normal_rr[0]
         return Beat(r, t, label, rr, width, corr)
 
     @staticmethod
-    def _label(corr: float, wider: float, ratio: float, ectopic: float) -> BeatLabel:
-        """The class from correlation, extra width (s), RR ratio and the cluster's V share."""
+    def _label(
+        corr: float, wider: float, ratio: float, ectopic: float, irregular: bool = False
+    ) -> BeatLabel:
+        """The class from correlation, extra width (s), RR ratio, the cluster's V share and
+        whether the rhythm is irregular (prematurity is then weak evidence)."""
         if corr >= N_CORRELATION:
             return "S" if ratio < PREMATURE else "N"
-        if ratio < V_PREMATURE or wider > V_WIDER or ectopic > 0.5:
+        premature = ratio < V_PREMATURE and (not irregular or corr < IRREGULAR_V_CORRELATION)
+        if premature or wider > V_WIDER or ectopic > 0.5:
             return "V"
         if corr >= F_CORRELATION and wider > F_WIDER:
             return "F"
