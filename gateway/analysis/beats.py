@@ -15,12 +15,14 @@ normal beats; the pause after an ectopic beat is left out):
 
 * no dominant morphology yet (the first few beats): ``Q``;
 * correlation >= ``N_CORRELATION``: ``S`` if premature (RR < ``PREMATURE`` x normal RR),
-  else ``N``;
+  else ``N``; but in a regular rhythm ``V`` if of a (non-dominant) cluster whose beats
+  were mostly V;
 * different morphology and premature (< ``V_PREMATURE``), or ``V_WIDER`` wider than the
   dominant QRS, or of a cluster whose beats were mostly V: ``V``; while the rhythm is
-  irregular (more than ``IRREGULAR`` of recent normal-morphology beats came premature, as
-  in AF) prematurity counts only for a clearly different beat (correlation below
-  ``IRREGULAR_V_CORRELATION``);
+  irregular (more than ``IRREGULAR`` of the recent beats of the dominant morphology came
+  premature, as in AF) prematurity and width count only for a clearly different beat
+  (correlation below ``IRREGULAR_V_CORRELATION``): aberrant conduction widens
+  supraventricular beats there;
 * different, on time, fairly similar (>= ``F_CORRELATION``) and a little wider: ``F``;
 * otherwise ``N`` (a change of shape alone, on time and not wide, is not ectopy).
 
@@ -66,9 +68,9 @@ V_WIDER = 0.08
 ECTOPIC_LEARN = 0.2
 #: Beats without a normal one after which the RR reference follows every beat.
 RELEARN = 8
-#: Share of recent normal-morphology beats that came premature (< ``V_PREMATURE``) above
-#: which the rhythm counts as irregular (AF, frequent APCs): prematurity then says little,
-#: and a premature beat is V on timing only when its correlation is below
+#: Share of recent beats of the dominant morphology that came premature (< ``V_PREMATURE``)
+#: above which the rhythm counts as irregular (AF, frequent APCs): prematurity and width
+#: then say little, and count for V only when the correlation is below
 #: ``IRREGULAR_V_CORRELATION``. The share is a running mean over about ``EARLY_BEATS``.
 IRREGULAR = 0.15
 IRREGULAR_V_CORRELATION = 0.5
@@ -181,9 +183,11 @@ class BeatAnalyzer:
         else:
             corr = float(np.maximum.reduce((windows @ dominant.template) / norms))
         irregular = self._early > IRREGULAR
-        if corr >= N_CORRELATION:
+        if cluster is dominant:
             self._early += (float(ratio < V_PREMATURE) - self._early) / EARLY_BEATS
-        label = self._label(corr, width - dominant.width, ratio, cluster.ectopic, irregular)
+        # The dominant morphology is normal by definition, whatever its beats were called.
+        ectopic = 0.0 if cluster is dominant else cluster.ectopic
+        label = self._label(corr, width - dominant.width, ratio, ectopic, irregular)
         cluster.ectopic += ECTOPIC_LEARN * (float(label == "V") - cluster.ectopic)
         self._since_normal = 0 if label == "N" else self._since_normal + 1
         # The RR reference follows intervals between two normal beats (the pause after an
@@ -205,9 +209,15 @@ class BeatAnalyzer:
         """The class from correlation, extra width (s), RR ratio, the cluster's V share and
         whether the rhythm is irregular (prematurity is then weak evidence)."""
         if corr >= N_CORRELATION:
+            # Similar shape, but of a morphology mostly called V: still ventricular (in a
+            # regular rhythm; in AF such a cluster may be aberrant conduction).
+            if ectopic > 0.5 and not irregular:
+                return "V"
             return "S" if ratio < PREMATURE else "N"
-        premature = ratio < V_PREMATURE and (not irregular or corr < IRREGULAR_V_CORRELATION)
-        if premature or wider > V_WIDER or ectopic > 0.5:
+        # In an irregular rhythm prematurity says little and aberrant conduction widens
+        # supraventricular beats: only a clearly different shape counts there.
+        clear = not irregular or corr < IRREGULAR_V_CORRELATION
+        if (clear and (ratio < V_PREMATURE or wider > V_WIDER)) or ectopic > 0.5:
             return "V"
         if corr >= F_CORRELATION and wider > F_WIDER:
             return "F"
