@@ -65,22 +65,38 @@ class MllpDestination:
         self._timeout = timeout
         self._per_message = per_message
         self._stream: tuple[HL7StreamReader, HL7StreamWriter] | None = None
+        # The message last sent without an answer. The receiver may have stored it (its ACK
+        # lost or late), so it goes again exactly as it was, same MSH-10: rebuilt from a
+        # later batch, its rows could fall into differently cut messages with new control
+        # ids, and a receiver de-duplicating by MSH-10 would store them twice.
+        self._unconfirmed: Message | None = None
 
     async def send(self, batch: Batch) -> Delivery:
         refused: list[Refusal] = []
-        messages, skipped = messages_for(
-            batch.items,
+        items = batch.items
+        messages: list[Message] = []
+        pending, self._unconfirmed = self._unconfirmed, None
+        if pending is not None:
+            carried = {i.outbox_id for i in pending.items}
+            # Still all queued (none expired, refused or confirmed since): resend it first.
+            if carried <= {i.outbox_id for i in items}:
+                messages.append(pending)
+                items = tuple(i for i in items if i.outbox_id not in carried)
+        built, skipped = messages_for(
+            items,
             sender=self._sender,
             patients=batch.patients,
             now=self._clock.wall(),
             per_message=self._per_message,
         )
+        messages.extend(built)
         accepted: list[OutboxItem] = list(skipped)  # nothing HL7 sends for these
         sent = 0
         for index, message in enumerate(messages):
             try:
                 ack = await self._exchange(message)
             except DestinationUnavailable as exc:
+                self._unconfirmed = message
                 await self.close()
                 if not accepted and not refused:
                     raise

@@ -199,17 +199,21 @@ class MqttDestination:
         results: list[BaseException | None] = []
         for start in range(0, len(messages), _IN_FLIGHT):
             window = messages[start : start + _IN_FLIGHT]
-            try:
-                done = await within(
-                    self._clock,
-                    self._timeout,
-                    asyncio.gather(
-                        *(client.publish(topic, payload, qos=1) for topic, payload, _ in window),
-                        return_exceptions=True,
-                    ),
-                )
-            except TimeoutError:
-                done = [TimeoutError(f"no PUBACK within {self._timeout:g} s")] * len(window)
+            publishes = [
+                asyncio.ensure_future(client.publish(topic, payload, qos=1))
+                for topic, payload, _ in window
+            ]
+            # One deadline for the window, but each publish judged on its own: a PUBACK
+            # that came before a cut or a timeout is a delivery, not a loss to resend.
+            with contextlib.suppress(TimeoutError):
+                await within(self._clock, self._timeout, asyncio.wait(publishes))
+            done: list[BaseException | None] = []
+            for publish in publishes:
+                if publish.done() and not publish.cancelled():
+                    done.append(publish.exception())
+                else:
+                    publish.cancel()
+                    done.append(TimeoutError(f"no PUBACK within {self._timeout:g} s"))
             results.extend(done)
             if any(isinstance(r, BaseException) for r in done):
                 results.extend([TimeoutError("not sent")] * (len(messages) - len(results)))

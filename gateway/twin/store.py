@@ -47,6 +47,7 @@ import math
 import numbers
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import sqlite_utils
 
 from drivers.readings import DeviceEvent, Identity, Numeric, Reading, Waveform
 from gateway.twin.crypto import (
@@ -69,6 +69,18 @@ from gateway.twin.crypto import (
 from gateway.twin.errors import StoreCorrupt, StoreError, StoreFull, StoreVersionError
 from gateway.twin.vocabulary import Destination, Patient, Retention
 from gateway.twin.waveblock import decode_block, encode_block
+
+# sqlite_utils imports pandas whenever it is installed (wfdb installs it) only to map
+# pandas.Timestamp columns, which the store never writes: 31 MiB of the daemon's memory.
+# Hide pandas for this one import; a process that already has pandas keeps it.
+_HIDE_PANDAS = "pandas" not in sys.modules
+if _HIDE_PANDAS:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # `import pandas` then fails
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_PANDAS:
+        del sys.modules["pandas"]
 
 __all__ = [
     "Destination",
@@ -672,6 +684,25 @@ class TwinStore:
             return self._insert_sealed(
                 "alarm_log", "alarm", bed_id, admission_id, source, t, dict(record), now
             )
+
+    def record_clock_step(self, wall_before: float, wall_after: float) -> int:
+        """Commit that the wall clock stepped (UTC seconds before and after, see
+        ``gateway/twin/clock_steps.py``) before the next rows; returns its id."""
+        with self._transaction(full=True):
+            cursor = self.db.conn.execute(
+                "INSERT INTO clock_steps (seq_at, wall_before, wall_after, step_s) "
+                "VALUES ((SELECT COALESCE(MAX(id), 0) FROM numerics), ?, ?, ?)",
+                (wall_before, wall_after, wall_after - wall_before),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def clock_steps(self) -> list[dict[str, Any]]:
+        """Every recorded step of the wall clock, oldest first."""
+        return list(
+            self.db.query(
+                "SELECT id, seq_at, wall_before, wall_after, step_s FROM clock_steps ORDER BY id"
+            )
+        )
 
     def audit(self, actor: str, action: str, *, bed_id: str | None, detail: str, now: float) -> int:
         """Commit one audit entry (``synchronous=FULL``); ``detail`` holds no patient data."""

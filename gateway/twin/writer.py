@@ -45,6 +45,7 @@ import structlog
 from drivers.clock import Clock
 from drivers.readings import Numeric, Reading, Waveform
 from gateway.hub import Subscription
+from gateway.twin.clock_steps import ClockStep, ClockStepDetector
 from gateway.twin.store import Retention, StoreError, StoreFull, TwinStore, WriteResult
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,7 @@ class StoreWriter:
         self._next_space_check = 0.0
         self._next_housekeeping = 0.0
         self._progress = asyncio.Event()
+        self._clock_steps = ClockStepDetector()
 
     # -- running ---------------------------------------------------------------------------
     async def run(self, subscription: Subscription) -> None:
@@ -148,8 +150,12 @@ class StoreWriter:
         if not batch:
             return
         started = time.perf_counter()
+        now = self._clock.wall()
+        step = self._clock_steps.observe(now, self._clock.monotonic())
+        if step is not None:
+            await self._note_clock_step(step)
         try:
-            result = await self._in_thread(self.store.write, batch, self._clock.wall())
+            result = await self._in_thread(self.store.write, batch, now)
         except StoreFull as exc:
             self.stats.refused_full += 1
             self._raise("store_full", str(exc))
@@ -290,6 +296,20 @@ class StoreWriter:
             executor, self._executor = self._executor, None
             if executor is not None:
                 executor.shutdown(wait=True)
+
+    async def _note_clock_step(self, step: ClockStep) -> None:
+        """Keep, durably, where the wall clock jumped: the rows that follow carry the
+        stepped UTC as the system gives it. Losing the note must not stop storing."""
+        log.warning(
+            "system clock stepped; records after this carry the new UTC",
+            step_s=round(step.step, 3),
+            wall_before=round(step.wall_before, 3),
+            wall_after=round(step.wall_after, 3),
+        )
+        try:
+            await self._in_thread(self.store.record_clock_step, step.wall_before, step.wall_after)
+        except StoreError as exc:
+            log.error("clock step not recorded", error=str(exc))
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds, re-checked after every commit (tests, tools)."""

@@ -6,8 +6,9 @@ on, during an SpO2-low condition's 10 s alarm delay.
 Must happen: the alarm rises after its delay in monotonic time (not at once after a forward
 step, not an hour late after a backward one); live values stay fresh (staleness is judged
 on the monotonic clock); the store keeps storing, with each record's UTC time as the
-system gave it and sequence numbers still strictly increasing (no row lost or duplicated).
-Known gap, asserted nowhere: records carry no flag saying the clock was stepped.
+system gave it and sequence numbers still strictly increasing (no row lost or duplicated);
+and the store says where the clock jumped (a ``clock_steps`` row: the step and the last
+numerics row committed before it), so the stepped records are flagged.
 """
 
 from __future__ import annotations
@@ -75,7 +76,14 @@ async def test_wall_clock_step_does_not_move_alarm_timing(tmp_path: Path, step: 
             "WHERE s.name = ? ORDER BY n.id",
             (f"ox-1/{SPO2}",),
         ).fetchall()
+        steps = conn.execute("SELECT seq_at, step_s FROM clock_steps").fetchall()
+        first_after = conn.execute(
+            "SELECT t FROM numerics WHERE id > ? ORDER BY id LIMIT 1", (steps[0][0],)
+        ).fetchone()
     seqs = [seq for seq, _ in rows]
     assert all(b > a for a, b in itertools.pairwise(seqs)), "sequence repeated"
     stepped = [t for _, t in rows if abs(t - (wall_before + step)) < 60]
     assert stepped, "no record stored with the stepped UTC time"
+    assert len(steps) == 1 and steps[0][1] == pytest.approx(step, abs=2.0)
+    # The flag sits between the old clock's rows and the stepped ones.
+    assert abs(first_after[0] - (wall_before + step)) < 60
