@@ -62,6 +62,15 @@ __all__ = ["ModbusFleet", "PollState", "PumpLink", "PumpModel", "run_modbus_devi
 SILENT_AFTER: Final = 3
 #: Seconds between probes of a silent pump.
 SILENT_PROBE_S: Final = 5.0
+#: What a pump means by a Modbus exception code, for the no_data detail a technician reads:
+#: 1-3 mean the request does not fit the pump (the profile), 4 and 6 are the pump's own.
+_EXCEPTION_MEANINGS: Final = {
+    1: "illegal function: is the profile right for this pump?",
+    2: "illegal data address: is the profile right for this pump?",
+    3: "illegal data value: is the profile right for this pump?",
+    4: "slave device failure: the pump reports an internal fault",
+    6: "slave device busy",
+}
 
 
 class PumpModel(Protocol):
@@ -187,14 +196,21 @@ async def run_modbus_device(
                 failures += 1
             state = POLL_TRANSITIONS[(state, answered, failures >= SILENT_AFTER)]
             stats.state = state
-            if not no_data and clock.monotonic() - last_good >= link.stale_limit:
-                no_data = True
-                detail = f"unit {link.unit}: {reason} for {link.stale_limit:g} s"
-                publish(_event(device_id, Condition.NO_DATA, clock, True, detail))
             interval = link.poll_interval
             if state is PollState.SILENT:
                 interval = max(interval, SILENT_PROBE_S)
             next_poll = max(next_poll + interval, clock.monotonic())
+            stale_at = last_good + link.stale_limit
+            due = clock.monotonic() >= stale_at
+            if not no_data and not answered and not due and stale_at < next_poll:
+                # A silent pump is probed only every few seconds: raise no_data when the
+                # stale limit passes, not at the next probe (up to SILENT_PROBE_S late).
+                await clock.sleep(stale_at - clock.monotonic())
+                due = True
+            if not no_data and due:
+                no_data = True
+                detail = f"unit {link.unit}: {reason} for {link.stale_limit:g} s"
+                publish(_event(device_id, Condition.NO_DATA, clock, True, detail))
             await clock.sleep(next_poll - clock.monotonic())
     except DeviceError as err:
         for reading in model.on_disconnect(clock.wall()):
@@ -235,7 +251,8 @@ async def _poll(
     except NoResponse:
         return "no answer"
     except ExceptionReply as exc:
-        return f"Modbus exception {exc.code} (is the profile right for this pump?)"
+        meaning = _EXCEPTION_MEANINGS.get(exc.code, "see the pump's manual")
+        return f"Modbus exception {exc.code} ({meaning})"
     blocks: dict[tuple[Table, int], Sequence[int]] = {}
     for block, regs in zip(model.plan, registers, strict=True):
         if capture is not None:
