@@ -2,9 +2,9 @@
 
 The twin is the single place that decides whether a value is *stale*: a vital is stale when
 it is older than ``stale_after`` seconds, when the device that produced it is not connected,
-or when the device reported no value or marked it invalid. A connected device from which
-nothing arrived for ``stale_after`` seconds carries the derived condition ``no_data``.
-Consumers (page, API, alarms) read staleness from here rather than guessing.
+or when the device reported no value, marked it invalid, or reported ``no_data`` itself. A
+connected device from which nothing arrived for ``stale_after`` seconds carries the derived
+condition ``no_data``. Consumers (page, API, alarms) read staleness from here rather than guessing.
 
 Device link states and their transitions, in one place::
 
@@ -201,6 +201,10 @@ class Twin:
             or now - vital.received > self.stale_after
             or device is None
             or device.link is not Link.CONNECTED
+            # The device itself says its data stopped (a pump that fails its polls, a
+            # strap whose stream stopped): stale now, even when its own limit is shorter
+            # than ours.
+            or Condition.NO_DATA in device.conditions
         )
 
     def _silent(self, device: DeviceState, now: float) -> bool:

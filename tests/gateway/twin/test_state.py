@@ -68,6 +68,20 @@ def test_value_from_a_disconnected_device_is_stale_at_once() -> None:
     assert device["state"] == "disconnected" and device["detail"] == "pulled"
 
 
+def test_value_from_a_device_reporting_no_data_is_stale_at_once() -> None:
+    # A pump whose polls fail says no_data at its own (shorter) limit: its values must not
+    # look current until the twin's own stale_after catches up.
+    clock = ManualClock()
+    twin, _ = make_twin(clock)
+    twin.apply(connected(clock))
+    twin.apply(spo2(clock, 97.0))
+    twin.apply(DeviceEvent("ox-1", Condition.NO_DATA, True, clock.wall(), "no answer"))
+    assert vital(twin)["stale"] is True
+    twin.apply(DeviceEvent("ox-1", Condition.NO_DATA, False, clock.wall(), ""))
+    twin.apply(spo2(clock, 96.0))
+    assert vital(twin)["stale"] is False
+
+
 def test_missing_value_is_stale_and_carries_its_status() -> None:
     clock = ManualClock()
     twin, _ = make_twin(clock)
