@@ -259,6 +259,20 @@ def test_messages_group_numerics_per_admission_and_send_alarms_alone_in_order() 
     assert "MRN-0042" in out[1].text and "MRN-0042" not in out[2].text
 
 
+def test_interleaved_beds_are_grouped_per_admission_in_each_beds_order() -> None:
+    # The outbox interleaves the beds of a live ward; each bed still gets whole messages.
+    a1 = numeric_item(1, "MDC_PULS_OXIM_SAT_O2", 97.0, "%")
+    b1 = numeric_item(2, "MDC_PULS_OXIM_SAT_O2", 95.0, "%", bed="bed-2", admission=2)
+    a2 = numeric_item(3, "MDC_PULS_OXIM_SAT_O2", 96.0, "%")
+    b2 = numeric_item(4, "MDC_PULS_OXIM_SAT_O2", 94.0, "%", bed="bed-2", admission=2)
+    a3 = numeric_item(5, "MDC_PULS_OXIM_SAT_O2", 98.0, "%")
+    out, _ = messages_for(
+        [a1, b1, a2, b2, a3], sender=SENDER, patients={1: PATIENT}, now=T0, per_message=2
+    )
+    assert [[i.row_id for i in m.items] for m in out] == [[1, 3], [2, 4], [5]]
+    assert [m.control_id for m in out] == ["N1x2", "N2x2", "N5"]
+
+
 def test_control_ids_are_deterministic_and_fit_hl7() -> None:
     items = [numeric_item(r, "MDC_PULS_OXIM_SAT_O2", 97.0, "%") for r in (123456789, 123456790)]
     assert control_id("numeric", items) == control_id("numeric", list(items))
