@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -451,9 +452,32 @@ def decode_line(content: bytes) -> MasimoLine | None:
     month, day, year, hour, minute, second = map(int, date.groups())
     try:
         time = dt.datetime(CENTURY + year, month, day, hour, minute, second)
-        return MasimoLine(time, tuple(fields))
+        return _checked_line(time, tuple(fields))
     except ValueError:
         return None
+
+
+#: Field texts repeat from line to line (a steady SpO2 prints the same text each second),
+#: so their parsed values are kept; a damaged text raises and is not kept.
+_parse_cached: Final = functools.lru_cache(maxsize=4096)(parse_value)
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _checked_line(time: dt.datetime, fields: tuple[tuple[str, str], ...]) -> MasimoLine:
+    """``MasimoLine(time, fields)`` for what :func:`decode_line` has already checked (a
+    naive whole-second time in the century, names and values matching ``_NAME`` and
+    ``_VALUE``), without checking that again; ``ValueError`` as the constructor gives it
+    for a repeated name or a known field that does not parse."""
+    names = {name for name, _ in fields}
+    if len(names) != len(fields):
+        raise ValueError(f"duplicate field in {[name for name, _ in fields]}")
+    decoded = {FIELD_ATTRS[n]: _parse_cached(n, text) for n, text in fields if n in FIELD_ATTRS}
+    line: MasimoLine = _new_object(MasimoLine)
+    _set_slot(line, "time", time)
+    _set_slot(line, "fields", fields)
+    _set_slot(line, "values", MasimoValues(**decoded))  # type: ignore[arg-type]
+    return line
 
 
 def _last_line_start(record: bytes) -> int | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias, get_args
@@ -91,6 +92,11 @@ class Stat2(enum.IntFlag):
 
 
 _PERFUSION_BITS: Final = Status.GPRF | Status.RPRF
+# Plain ints for the decoders' hot paths: IntFlag arithmetic costs more than a frame check.
+_MARKER_BIT: Final = 0x80
+_SYNC_BIT: Final = 0x01
+_PERFUSION_MASK: Final = int(_PERFUSION_BITS)
+_RED_PERFUSION: Final = int(Status.RPRF)
 
 
 class _Slot(enum.IntEnum):
@@ -267,7 +273,7 @@ class NoninPacket:
     def __post_init__(self) -> None:
         if len(self.frames) != FRAMES_PER_PACKET:
             raise ValueError(f"a packet has {FRAMES_PER_PACKET} frames, got {len(self.frames)}")
-        syncs = [bool(f.status & Status.SYNC) for f in self.frames]
+        syncs = [bool(f.status & _SYNC_BIT) for f in self.frames]
         if syncs != [True] + [False] * (FRAMES_PER_PACKET - 1):
             raise ValueError("SYNC must be set on the first frame of a packet and only there")
         values = NoninValues.from_float_bytes([f.float_byte for f in self.frames])
@@ -348,19 +354,26 @@ def decode_frame(
     if (b0 + b1 + b2 + b3) & 0xFF != chk:
         return None
     if data_format == 2:
-        if b0 != _DF2_LEAD or not b1 & Status.MARKER:
+        if b0 != _DF2_LEAD or not b1 & _MARKER_BIT:
             return None
         return NoninFrame(status=b1, pleth=b2, float_byte=b3)
-    if not b0 & Status.MARKER:
+    if not b0 & _MARKER_BIT:
         return None
     return NoninFrame(status=b0, pleth=(b1 << 8) | b2, float_byte=b3)
 
 
-def _has_markers(data: bytes | bytearray, data_format: PacketFormat, offset: int) -> bool:
-    """Whether the marker bits of a frame at ``offset`` are right, whatever its checksum."""
-    if data_format == 2:
-        return data[offset] == _DF2_LEAD and bool(data[offset + 1] & Status.MARKER)
-    return bool(data[offset] & Status.MARKER)
+def _packet_start(data_format: PacketFormat) -> re.Pattern[bytes]:
+    """The bytes a SYNC frame opens with: a STATUS byte with MARKER and SYNC set, after the
+    lead byte in DF2. No packet can start anywhere else."""
+    statuses = bytes(b for b in range(256) if b & (_MARKER_BIT | _SYNC_BIT) == 0x81)
+    lead = bytes((_DF2_LEAD,)) if data_format == 2 else b""
+    return re.compile(re.escape(lead) + b"[" + re.escape(statuses) + b"]")
+
+
+_PACKET_START: Final[dict[PacketFormat, re.Pattern[bytes]]] = {
+    2: _packet_start(2),
+    7: _packet_start(7),
+}
 
 
 #: Set-format option bits (protocols.md 4a "Commands"). The base bit is what OpenICE sends
@@ -405,7 +418,9 @@ class NoninCodec:
     frame or a SYNC inside a packet aborts it. After an abort the search restarts one byte
     after the aborted packet's first byte, so garbage costs at most the bytes it overlaps
     and every intact packet after it still decodes. DF7 needs this care most: a frame is
-    only "bit 7 set + checksum", which random bytes pass once in 512 tries.
+    only "bit 7 set + checksum", which random bytes pass once in 512 tries. While hunting,
+    the search jumps straight to the next byte that can open a SYNC frame (found by the
+    regex engine, in C): the bytes before it could start no packet and are dropped unread.
 
     Counters (``counters``, shared across :meth:`reset` so they add up over reconnects)
     obey ``bytes_received == FRAME_LEN * frames_decoded + bytes_dropped + buffered``:
@@ -433,9 +448,11 @@ class NoninCodec:
         self.data_format: Final[PacketFormat] = data_format
         self.counters = counters if counters is not None else CodecCounters()
         self._buf = bytearray()
+        self._start = _PACKET_START[data_format]
+        self._start_len = 2 if data_format == 2 else 1  # bytes a packet start matches
         # Frames already checked of the unfinished packet at buf[0]: small reads (a serial
         # port returns a few bytes at a time) then cost one frame check each, not 25.
-        self._partial: list[NoninFrame] = []
+        self._checked = 0
         self._in_step = False  # buf[0] sits where a frame is due after a valid frame
         self._had_packet = False
         self._lost = False
@@ -449,34 +466,51 @@ class NoninCodec:
         """Forget alignment and buffered bytes (counted as dropped) for a fresh link."""
         self.counters.bytes_dropped += len(self._buf)
         self._buf.clear()
-        self._partial = []
+        self._checked = 0
         self._in_step = False
         self._had_packet = False
         self._lost = False
 
     def feed(self, data: bytes) -> list[NoninPacket]:
         """Decode ``data``; returns the packets completed by it, oldest first. Never raises."""
-        self.counters.bytes_received += len(data)
+        counters = self.counters
+        counters.bytes_received += len(data)
         buf = self._buf
         buf += data
         packets: list[NoninPacket] = []
         pos = 0
-        while len(buf) - pos >= FRAME_LEN:
+        last = len(buf) - FRAME_LEN  # the last position a whole frame fits
+        while pos <= last:
+            if not self._in_step:
+                # Hunting: only a SYNC frame with a right checksum can open a packet, and
+                # with no frame due there is no checksum error to count, so every byte
+                # before the next such frame is dropped as is.
+                skip_to = last + 1
+                for found in self._start.finditer(buf, pos, last + self._start_len):
+                    at = found.start()
+                    if (buf[at] + buf[at + 1] + buf[at + 2] + buf[at + 3]) & 0xFF == buf[at + 4]:
+                        skip_to = at
+                        break
+                if skip_to > pos:
+                    counters.bytes_dropped += skip_to - pos
+                    self._lost = self._had_packet
+                    pos = skip_to
+                    continue
             outcome = self._packet_at(buf, pos)
             if outcome is None:  # a packet has started but its end has not arrived yet
                 break
             if isinstance(outcome, NoninPacket):
                 packets.append(outcome)
-                self.counters.frames_decoded += FRAMES_PER_PACKET
+                counters.frames_decoded += FRAMES_PER_PACKET
                 if self._lost:
-                    self.counters.resyncs += 1
+                    counters.resyncs += 1
                 self._had_packet, self._lost, self._in_step = True, False, True
                 pos += PACKET_LEN
                 continue
             # No packet starts at pos: slide one byte, since any later byte may start one.
             if outcome:
-                self.counters.checksum_errors += 1
-            self.counters.bytes_dropped += 1
+                counters.checksum_errors += 1
+            counters.bytes_dropped += 1
             self._lost = self._had_packet
             self._in_step = False
             pos += 1
@@ -484,32 +518,68 @@ class NoninCodec:
         return packets
 
     def _packet_at(self, buf: bytearray, pos: int) -> NoninPacket | bool | None:
-        """Try to read a packet at ``buf[pos]``.
+        """Try to read a packet at ``buf[pos]`` (a whole frame is there).
 
-        Returns the packet; ``None`` if it is valid so far but incomplete (its frames are
-        then kept in ``_partial``); or, when no packet starts here, whether a checksum error
-        was seen where a frame was due.
+        Returns the packet; ``None`` if it is valid so far but incomplete (the count of its
+        frames checked is then kept in ``_checked``); or, when no packet starts here,
+        whether a checksum error was seen where a frame was due.
         """
-        frames, self._partial = (self._partial if pos == 0 else []), []
-        if not frames:
-            first = decode_frame(buf, self.data_format, pos)
-            if first is None or not first.status & Status.SYNC:
-                return first is None and self._in_step and _has_markers(buf, self.data_format, pos)
-            frames = [first]
-        at = pos + FRAME_LEN * len(frames)
-        while len(frames) < FRAMES_PER_PACKET:
-            if len(buf) - at < FRAME_LEN:
-                # feed() keeps buf[pos:] and this packet's start becomes buf[0].
-                self._partial = frames
-                return None
-            frame = decode_frame(buf, self.data_format, at)
-            if frame is None:
-                return _has_markers(buf, self.data_format, at)
-            if frame.status & Status.SYNC:
+        k, self._checked = (self._checked if pos == 0 else 0), 0
+        df2 = self.data_format == 2
+        if k == 0:
+            b0, b1, b2, b3, chk = buf[pos : pos + FRAME_LEN]
+            status = b1 if df2 else b0
+            markers = bool(status & _MARKER_BIT) and (b0 == _DF2_LEAD or not df2)
+            if not markers or (b0 + b1 + b2 + b3) & 0xFF != chk:
+                # A frame is due here only right after a packet; else this was hunting.
+                return markers and self._in_step
+            if not status & _SYNC_BIT:
                 return False
-            frames.append(frame)
-            at += FRAME_LEN
-        return NoninPacket(tuple(frames))
+            k = 1
+        # Frames 1..24 must be valid and without SYNC: STATUS & 0x81 == 0x80.
+        whole = min(FRAMES_PER_PACKET, (len(buf) - pos) // FRAME_LEN)
+        for at in range(pos + FRAME_LEN * k, pos + FRAME_LEN * whole, FRAME_LEN):
+            b0, b1, b2, b3, chk = buf[at : at + FRAME_LEN]
+            if df2:
+                if b0 == _DF2_LEAD and b1 & 0x81 == 0x80 and (1 + b1 + b2 + b3) & 0xFF == chk:
+                    continue
+                markers = b0 == _DF2_LEAD and bool(b1 & _MARKER_BIT)
+            else:
+                if b0 & 0x81 == 0x80 and (b0 + b1 + b2 + b3) & 0xFF == chk:
+                    continue
+                markers = bool(b0 & _MARKER_BIT)
+            # A checksum error if the markers are right; a SYNC inside the packet is not.
+            return markers and (b0 + b1 + b2 + b3) & 0xFF != chk
+        if whole < FRAMES_PER_PACKET:
+            # feed() keeps buf[pos:] and this packet's start becomes buf[0].
+            self._checked = whole
+            return None
+        return NoninPacket(_frames(buf, pos, df2))
+
+
+_new_object = object.__new__
+_set_slot = object.__setattr__
+#: The 25 frames of a packet as (STATUS, pleth, FLOAT) triples, by data format.
+_PACKET_FIELDS: Final[dict[bool, struct.Struct]] = {
+    True: struct.Struct("<" + "xBBBx" * FRAMES_PER_PACKET),  # DF2: lead, STATUS, PLETH, FLOAT, CHK
+    False: struct.Struct(">" + "BHBx" * FRAMES_PER_PACKET),  # DF7: 16-bit big-endian pleth
+}
+
+
+def _trusted_frame(status: int, pleth: int, float_byte: int) -> NoninFrame:
+    """A frame from bytes the decoder has already checked (STATUS bit 7 set, every field a
+    byte or two), without re-validating them: the packet's 25 frames are its hot path."""
+    frame: NoninFrame = _new_object(NoninFrame)
+    _set_slot(frame, "status", status)
+    _set_slot(frame, "pleth", pleth)
+    _set_slot(frame, "float_byte", float_byte)
+    return frame
+
+
+def _frames(buf: bytearray, pos: int, df2: bool) -> tuple[NoninFrame, ...]:
+    """The 25 frames of the packet checked at ``buf[pos]``."""
+    fields = _PACKET_FIELDS[df2].unpack_from(buf, pos)
+    return tuple(map(_trusted_frame, fields[0::3], fields[1::3], fields[2::3]))
 
 
 # --- data format 8 -------------------------------------------------------------------------
@@ -547,6 +617,11 @@ DF8_FLAG_BITS: Final = (
     Df8Status.SNSD | Df8Status.OOT | Df8Status.LPRF | Df8Status.MPRF | Df8Status.ARTF
 )
 _DF8_HR_HIGH: Final = Df8Status.HR_BIT8 | Df8Status.HR_BIT7
+# Plain-int twins for the hot paths (IntFlag arithmetic costs more than a frame decode).
+_DF8_FLAG_MASK: Final = int(DF8_FLAG_BITS)
+_DF8_HR_MASK: Final = int(_DF8_HR_HIGH)
+#: ``Df8Status`` of every STATUS byte's flag bits, made once: frames carry the flag type.
+_DF8_FLAGS: Final = tuple(Df8Status(b & _DF8_FLAG_MASK) for b in range(0x100))
 
 
 class Df8Status2(enum.IntFlag):
@@ -584,7 +659,7 @@ class NoninDf8Frame:
     confirmed: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
-        if self.flags & ~DF8_FLAG_BITS:
+        if self.flags & ~_DF8_FLAG_MASK:
             raise ValueError(f"flags must be DF8 STATUS flag bits, got {self.flags:#x}")
         if self.hr is not None and not 0 <= self.hr < MISSING_HR:
             raise ValueError(f"heart rate must be 0..{MISSING_HR - 1} or None, got {self.hr}")
@@ -617,14 +692,14 @@ def _df8_at(data: bytes | bytearray, offset: int, *, confirmed: bool) -> NoninDf
         return None
     status, hr_low, spo2, status2 = data[offset : offset + DF8_FRAME_LEN]
     # Rule 1 (structure): bit 7 set on STATUS and only there.
-    if not status & Df8Status.MARKER or (hr_low | spo2 | status2) & Df8Status.MARKER:
+    if not status & _MARKER_BIT or (hr_low | spo2 | status2) & _MARKER_BIT:
         return None
     # Rule 2 (plausibility): a saturation is a percentage, or the missing sentinel.
     if spo2 > _SPO2_MAX and spo2 != MISSING_SPO2:
         return None
-    hr = ((status & _DF8_HR_HIGH) << 7) | hr_low
+    hr = ((status & _DF8_HR_MASK) << 7) | hr_low
     return NoninDf8Frame(
-        flags=status & DF8_FLAG_BITS,
+        flags=_DF8_FLAGS[status],
         hr=None if hr == MISSING_HR else hr,
         spo2=None if spo2 == MISSING_SPO2 else spo2,
         status2=status2,
@@ -714,7 +789,7 @@ class NoninDf8Codec:
         frames: list[NoninDf8Frame] = []
         pos, end = 0, len(buf)
         while pos < end:
-            if buf[pos] & Df8Status.MARKER:
+            if buf[pos] & _MARKER_BIT:
                 # A later byte with bit 7 inside the window: this one cannot start a frame.
                 clash = _DF8_STATUS_BYTE.search(buf, pos + 1, min(pos + DF8_FRAME_LEN, end))
                 if clash is not None:
@@ -773,6 +848,8 @@ _STATUS_CONDITIONS: Final[tuple[tuple[Condition, Status], ...]] = (
     (Condition.ARTIFACT, Status.ARTF),
     (Condition.SENSOR_ALARM, Status.SNSA),
 )
+_STATUS_CONDITION_BITS: Final = tuple((c, int(bit)) for c, bit in _STATUS_CONDITIONS)
+_ARTF_OOT: Final = int(Status.ARTF | Status.OOT)
 #: Every condition this driver reports, in the order events are emitted.
 CONDITIONS: Final[tuple[Condition, ...]] = (
     *(c for c, _ in _STATUS_CONDITIONS),
@@ -793,6 +870,8 @@ _DF8_STATUS_CONDITIONS: Final[tuple[tuple[Condition, Df8Status], ...]] = (
     (Condition.OUT_OF_TRACK, Df8Status.OOT),
     (Condition.ARTIFACT, Df8Status.ARTF),
 )
+_DF8_STATUS_CONDITION_BITS: Final = tuple((c, int(bit)) for c, bit in _DF8_STATUS_CONDITIONS)
+_DF8_ARTF_OOT: Final = int(Df8Status.ARTF | Df8Status.OOT)
 #: Every condition the driver reports in DF8 (no sensor alarm: DF8 STATUS has no SNSA and
 #: the STATUS2 bit said to carry it is [U]), in the order events are emitted.
 DF8_CONDITIONS: Final[tuple[Condition, ...]] = (
@@ -957,18 +1036,18 @@ class NoninOximeter:
         values = packet.values
         readings = self._identity(now, firmware=f"0x{values.firmware:02X}")
 
-        union = packet.status_union
-        sensor_off = bool(union & Status.SNSD)
+        union = int(packet.status_union)  # int: IntFlag tests cost more than the packet
+        sensor_off = bool(union & Status.SNSD.value)
         self._update_perfusion(packet, sensor_off)
-        state = {c: bool(union & bit) for c, bit in _STATUS_CONDITIONS}
+        state = {c: bool(union & bit) for c, bit in _STATUS_CONDITION_BITS}
         state[Condition.LOW_PERFUSION] = self._low_perfusion
-        state[Condition.LOW_BATTERY] = bool(values.stat2 & Stat2.LOW_BATTERY)
+        state[Condition.LOW_BATTERY] = bool(values.stat2 & Stat2.LOW_BATTERY.value)
         readings.extend(self._conditions.update(state, now))
 
         quality = MeasurementStatus.NONE
-        if union & (Status.ARTF | Status.OOT):
+        if union & _ARTF_OOT:
             quality |= MeasurementStatus.QUESTIONABLE
-        if union & Status.SNSA:
+        if union & Status.SNSA.value:
             quality |= MeasurementStatus.INVALID
         if self._low_perfusion:
             quality |= MeasurementStatus.LOW_PERFUSION
@@ -993,24 +1072,24 @@ class NoninOximeter:
         if sensor_off:
             self._low_perfusion = False
             return
-        for status in packet.statuses:
-            colour = status & _PERFUSION_BITS
+        for frame in packet.frames:
+            colour = frame.status & _PERFUSION_MASK
             if colour:
-                self._low_perfusion = colour == Status.RPRF
+                self._low_perfusion = colour == _RED_PERFUSION
 
     def _df8_readings(self, frame: NoninDf8Frame, now: float) -> list[Reading]:
         readings = self._identity(now)
-        status = frame.status
-        sensor_off = bool(status & Df8Status.SNSD)
-        low_perfusion = bool(status & Df8Status.LPRF) and not sensor_off
+        status = int(frame.flags)  # int: IntFlag tests cost more than the frame
+        sensor_off = bool(status & Df8Status.SNSD.value)
+        low_perfusion = bool(status & Df8Status.LPRF.value) and not sensor_off
         if frame.confirmed:
-            state = {c: bool(status & bit) for c, bit in _DF8_STATUS_CONDITIONS}
+            state = {c: bool(status & bit) for c, bit in _DF8_STATUS_CONDITION_BITS}
             state[Condition.LOW_PERFUSION] = low_perfusion
-            state[Condition.LOW_BATTERY] = bool(frame.status2 & Df8Status2.LOW_BATTERY)
+            state[Condition.LOW_BATTERY] = bool(frame.status2 & Df8Status2.LOW_BATTERY.value)
             readings.extend(self._conditions.update(state, now))
 
         quality = MeasurementStatus.NONE
-        if not frame.confirmed or status & (Df8Status.ARTF | Df8Status.OOT):
+        if not frame.confirmed or status & _DF8_ARTF_OOT:
             quality |= MeasurementStatus.QUESTIONABLE
         if low_perfusion:
             quality |= MeasurementStatus.LOW_PERFUSION
