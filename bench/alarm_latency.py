@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
 from drivers.codes import SPO2
 from drivers.readings import Condition, DeviceEvent, Numeric, Reading
@@ -48,17 +47,8 @@ from gateway.daemon import Gateway
 from gateway.supervisor import SdNotify
 from gateway.twin.crypto import KeyRing, generate_kek
 from gateway.twin.store import TwinStore
+from tests.support.browser import start_browser
 
-CHROMIUM_ARGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--window-size=1280,900",
-)
 #: The adult profile's SpO2 low limit (gateway/alarms/limits.py).
 SPO2_LOW = 90.0
 
@@ -131,17 +121,6 @@ async def watch_hub(gateway: Gateway, onsets: Onsets) -> None:
             onsets.note(bed, "sensor_off", reading.active, reading.time)
 
 
-def start_browser(profile: Path) -> webdriver.Chrome:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
-    return driver
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
@@ -158,7 +137,7 @@ async def measure(beds: int, seconds: float) -> dict[str, Any]:
         runner = asyncio.create_task(gateway.run(handle_signals=False))
         await gateway.supervisor.ready.wait()
         url = f"http://127.0.0.1:{gateway.web.port}"
-        driver = await asyncio.to_thread(start_browser, Path(tmp) / "chromium")
+        driver = await asyncio.to_thread(start_browser, Path(tmp) / "chromium", OBSERVER)
         try:
             await asyncio.to_thread(driver.get, url + "/")
             await asyncio.sleep(seconds)

@@ -73,27 +73,16 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 from bench.ward_sim import PLATEAU_S  # noqa: E402
 from tests.support.broker import mosquitto  # noqa: E402
+from tests.support.browser import start_browser  # noqa: E402
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 H10_RATE_HZ: Final = 130
 RTU_PUMPS_PER_LINE: Final = 8
 #: Nonin DF7 frames per second.
 NONIN_FRAMES_PER_S: Final = 75.0
-CHROMIUM_ARGS: Final = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--window-size=1600,1000",
-)
 #: Stamps each change of a tile's SpO2 text: when the DOM changed and when it is painted.
 OBSERVER: Final = """
 window.spo2Shown = [];
@@ -318,17 +307,6 @@ def locked_ports(links: list[str]) -> list[str]:
     return found
 
 
-def start_browser(profile: Path) -> webdriver.Chrome:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
-    return driver
-
-
 @contextlib.contextmanager
 def process(args: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A child process, stopped with SIGTERM (then SIGKILL after 15 s) when the block ends."""
@@ -483,7 +461,7 @@ def measure(beds: int, seconds: float, shape: Shape, profile_to: Path | None) ->
                             shutil.copy(folder / name, keep / name)
                         print(f"logs kept in {keep}", file=sys.stderr)
                         raise
-                    browser = start_browser(folder / "chromium")
+                    browser = start_browser(folder / "chromium", OBSERVER, window="1600,1000")
                     try:
                         browser.get(base + "/")
                         time.sleep(5.0)  # page loaded, stores past their first commits
