@@ -70,6 +70,7 @@ class MllpDestination:
         # later batch, its rows could fall into differently cut messages with new control
         # ids, and a receiver de-duplicating by MSH-10 would store them twice.
         self._unconfirmed: Message | None = None
+        self._written = False  # the message being exchanged reached the socket
 
     async def send(self, batch: Batch) -> Delivery:
         refused: list[Refusal] = []
@@ -78,10 +79,10 @@ class MllpDestination:
         pending, self._unconfirmed = self._unconfirmed, None
         if pending is not None:
             carried = {i.outbox_id for i in pending.items}
-            # Still all queued (none expired, refused or confirmed since): resend it first.
-            if carried <= {i.outbox_id for i in items}:
-                messages.append(pending)
+            if carried <= {i.outbox_id for i in items}:  # none expired, refused or sent since
                 items = tuple(i for i in items if i.outbox_id not in carried)
+            else:
+                pending = None
         built, skipped = messages_for(
             items,
             sender=self._sender,
@@ -90,13 +91,21 @@ class MllpDestination:
             per_message=self._per_message,
         )
         messages.extend(built)
+        if pending is not None:
+            # Alarms queued since still go first; then the old message, before any newer
+            # data of its streams.
+            alarms = 0
+            while alarms < len(messages) and _alarms_only(messages[alarms]):
+                alarms += 1
+            messages.insert(alarms, pending)
         accepted: list[OutboxItem] = list(skipped)  # nothing HL7 sends for these
         sent = 0
         for index, message in enumerate(messages):
             try:
                 ack = await self._exchange(message)
             except DestinationUnavailable as exc:
-                self._unconfirmed = message
+                if self._written:  # it may have arrived: it goes again as it is
+                    self._unconfirmed = message
                 await self.close()
                 if not accepted and not refused:
                     raise
@@ -110,6 +119,7 @@ class MllpDestination:
         return Delivery(tuple(accepted), tuple(refused), sent_bytes=sent)
 
     async def _exchange(self, message: Message) -> Ack:
+        self._written = False
         reused = self._stream is not None
         try:
             return await self._exchange_once(message)
@@ -125,6 +135,7 @@ class MllpDestination:
         reader, writer = await self._connection()
         try:
             writer.writeblock(message.text.encode("utf-8"))
+            self._written = True
             await within(self._clock, self._timeout, writer.drain())
             block = await within(self._clock, self._timeout, reader.readblock())
         except TimeoutError:
@@ -175,3 +186,7 @@ class MllpDestination:
             writer.close()
             with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
                 await within(self._clock, 1.0, writer.wait_closed())
+
+
+def _alarms_only(message: Message) -> bool:
+    return all(item.kind == "alarm" for item in message.items)
