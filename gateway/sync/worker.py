@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -162,7 +161,6 @@ class SyncWorker:
         #: DestinationUnavailable (a bug in an encoder or a library): sent alone next time.
         self._suspect: int | None = None
         self._refreshed: float | None = None  # monotonic time of the last status refresh
-        self._refresh_every = self.policy.status_every
 
     @property
     def name(self) -> str:
@@ -247,7 +245,7 @@ class SyncWorker:
         delivery = _accounted(items, delivery)
         await self._settle(delivery)
         if self._refreshed is None or (
-            self._clock.monotonic() - self._refreshed >= self._refresh_every
+            self._clock.monotonic() - self._refreshed >= self.policy.status_every
         ):
             await self.refresh()
         if delivery.retry:
@@ -261,14 +259,8 @@ class SyncWorker:
     async def refresh(self) -> None:
         """Backlog per class and recent dead letters, from the store (for status)."""
         self._refreshed = self._clock.monotonic()
-        started = time.perf_counter()
         self.status.backlog = await self._call(self._store.backlog, self.name)
         self.status.dead_letters_open = await self._call(self._store.open_dead_letters, self.name)
-        # Counting visits every pending entry: 2.6 s at 3 M entries. While sending, the
-        # next count waits at least 20x what this one cost (real time: it measures work,
-        # not time passing), so status never takes more than ~5 % of a deep drain.
-        cost = time.perf_counter() - started
-        self._refresh_every = max(self.policy.status_every, 20.0 * cost)
         if self._on_conditions is not None:
             self._on_conditions(self.name, self._reviewable())
 
