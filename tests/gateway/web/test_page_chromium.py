@@ -58,20 +58,11 @@ from gateway.twin.writer import StoreWriter
 from gateway.web.auth import Auth, UserFile
 from gateway.web.server import WebServer
 from gateway.web.waveforms import WaveformBuffer
+from tests.support.browser import CHROMIUM_ARGS as HEADLESS_ARGS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_ARGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-    "--window-size=1280,900",
-)
+CHROMIUM_ARGS = (*HEADLESS_ARGS, "--disable-quic", "--window-size=1280,900")
 #: Real seconds allowed for the browser to show what the gateway pushed.
 BROWSER_TIMEOUT = 15.0
 STALE_AFTER = 5.0
